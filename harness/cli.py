@@ -103,7 +103,7 @@ def md(
     steps: Optional[int] = typer.Option(None, help="production steps"),
     equilibration_steps: Optional[int] = typer.Option(None, help="steps discarded before production"),
     ensemble: Optional[str] = typer.Option(None, help="nvt_nose_hoover | nvt_berendsen | "
-                                           "nvt_langevin | npt_iso | npt_aniso | nve"),
+                                           "nvt_langevin | npt_iso | npt_aniso | npt_berendsen | nve"),
     dump_every: Optional[int] = typer.Option(None),
     thermo_every: Optional[int] = typer.Option(None),
     restart_every: Optional[int] = typer.Option(None),

@@ -2,21 +2,27 @@
 
 Order of work: validate everything that can be validated before LAMMPS starts (spec,
 structure, element coverage, distances, template values), write the inputs and a
-``manifest.json`` marked ``running``, run LAMMPS, then mark the manifest ``completed``
-(or ``failed`` with the error) with end time, timings and the list of outputs.
+``manifest.json`` marked ``running``, run LAMMPS chunk by chunk (a restart file at every
+chunk end), then mark the manifest ``completed`` (or ``failed`` with the error) with end
+time, timings and the list of outputs.
+
+Re-running the same spec on the same directory continues an interrupted run from its
+last restart file to exactly the requested step count; a completed run is left as it is.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.rundir import (MANIFEST, atomic_write_json, atomic_write_text, git_sha, host_info,
-                            now_iso, package_versions)
+                            now_iso, package_versions, read_manifest)
 from harness.spec import MDSpec
-from harness.templating import MDTemplateContext, render, split_at_attach
+from harness.templating import MDTemplateContext, plan_chunks, render, split_at_attach
 from harness.units import fs_to_ps
 
 # file names inside a run directory
@@ -25,8 +31,12 @@ INPUT_FILE = "in.lammps"
 LOG_FILE = "log.lammps"
 THERMO_FILE = "thermo.csv"
 DUMP_FILE = "traj.lammpstrj"
-RESTART_PREFIX = "restart"
+RESTART_TMP = "restart.tmp"
+RESTART_RE = re.compile(r"^restart\.(\d+)$")
+LOCK_FILE = ".harness.lock"
 PROGRESS_FIX_ID = "harness_progress"
+CHECKPOINT_MARKER = "#@harness checkpoint"
+KEEP_RESTARTS = 2
 
 
 class RunDirectoryError(RuntimeError):
@@ -40,7 +50,13 @@ class MDResult:
     n_atoms: int
     wall_s: float
     ms_per_step: float | None
+    resumed_from_step: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: fault injection for the reliability tests: SIGKILL this process at the first progress
+#: callback at or after this step (never set in normal use)
+FAULT_KILL_ENV = "HARNESS_FAULT_KILL_AT_STEP"
 
 
 class _Progress:
@@ -50,23 +66,29 @@ class _Progress:
         self.total_steps = total_steps
         self.report = report
         self.samples: list[tuple[int, float]] = []
+        kill_at = os.environ.get(FAULT_KILL_ENV)
+        self.kill_at = int(kill_at) if kill_at else None
 
     def __call__(self, _caller, ntimestep, nlocal, _tag, _x, f) -> None:
         f[:nlocal] = 0.0
+        if self.kill_at is not None and ntimestep >= self.kill_at:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         self.samples.append((int(ntimestep), time.perf_counter()))
         if self.report is not None:
             self.report(int(ntimestep))
 
     def ms_per_step(self, *, from_step: int) -> float | None:
-        points = [(s, t) for s, t in self.samples if s >= from_step]
-        # drop duplicate step entries (setup calls) keeping the last
-        dedup: dict[int, float] = {}
-        for s, t in points:
-            dedup[s] = t
-        steps = sorted(dedup)
-        if len(steps) < 2 or steps[-1] == steps[0]:
+        """Wall time per step over the samples at or after ``from_step``."""
+        latest: dict[int, float] = {}
+        for step, stamp in self.samples:
+            if step >= from_step:
+                latest[step] = stamp  # repeated steps (run setups): keep the last
+        steps = sorted(latest)
+        if len(steps) < 2:
             return None
-        return 1000.0 * (dedup[steps[-1]] - dedup[steps[0]]) / (steps[-1] - steps[0])
+        return 1000.0 * (latest[steps[-1]] - latest[steps[0]]) / (steps[-1] - steps[0])
 
 
 def prepare_structure(spec: MDSpec):
@@ -81,19 +103,117 @@ def prepare_structure(spec: MDSpec):
     return atoms
 
 
-def _check_run_dir(run_dir: Path, *, force: bool) -> None:
-    manifest = run_dir / MANIFEST
-    if manifest.exists() and not force:
+# --- run-directory state -------------------------------------------------------------------
+def _spec_key(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a spec that must match for a continuation (``out`` resolved)."""
+    key = dict(spec_dict)
+    key["out"] = str(Path(key["out"]).resolve())
+    return key
+
+
+def restart_files(run_dir: Path) -> dict[int, Path]:
+    """Complete restart files by step (incomplete ones are only ever ``restart.tmp``)."""
+    found = {}
+    for path in run_dir.glob("restart.*"):
+        match = RESTART_RE.match(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def inspect_run_dir(run_dir: Path, spec: MDSpec, *, force: bool) -> tuple[str, dict | None]:
+    """``("new", None)``, ``("completed", manifest)`` or ``("resume", manifest)``."""
+    manifest_path = run_dir / MANIFEST
+    if not manifest_path.exists() or force:
+        return "new", None
+    try:
+        manifest = read_manifest(run_dir)
+    except (OSError, ValueError) as exc:
+        raise RunDirectoryError(f"{manifest_path} is unreadable ({exc}); nothing was changed. "
+                                "Choose another --out, or pass --force to start over") from exc
+    if manifest.get("kind") != "md" or _spec_key(manifest.get("spec", {})) != _spec_key(
+            spec.model_dump(mode="json")):
         raise RunDirectoryError(
-            f"{run_dir} already holds a run ({manifest}); nothing was changed. "
+            f"{run_dir} already holds a different run ({manifest_path}); nothing was changed. "
             "Choose another --out, or pass --force to overwrite it")
+    if manifest.get("status") == "completed":
+        return "completed", manifest
+    return "resume", manifest
+
+
+def _truncate_dump(path: Path, *, last_step: int) -> None:
+    """Keep only complete frames with TIMESTEP <= ``last_step`` (streamed, in place)."""
+    if not path.exists():
+        return
+    keep_bytes = 0
+    with open(path, "rb") as handle:
+        offset = 0
+        frame_start = None
+        frame_step = None
+        lines_needed = None
+        lines_seen = 0
+        pending = []
+        for raw in handle:
+            line = raw.rstrip(b"\n")
+            if line == b"ITEM: TIMESTEP":
+                frame_start, frame_step, lines_needed, lines_seen = offset, None, None, 0
+                pending = []
+            elif frame_start is not None:
+                lines_seen += 1
+                pending.append(line)
+                if lines_seen == 1:
+                    frame_step = int(line)
+                elif lines_seen == 3:
+                    lines_needed = 8 + int(line)  # header lines after TIMESTEP + atoms
+                if lines_needed is not None and lines_seen == lines_needed:
+                    if frame_step <= last_step:
+                        keep_bytes = offset + len(raw)
+                    frame_start = None
+            offset += len(raw)
+    with open(path, "r+b") as handle:
+        handle.truncate(keep_bytes)
+
+
+def _truncate_thermo(path: Path, *, last_step: int) -> None:
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines
+            if line.startswith(("#", "step")) or (line.strip() and line.endswith("\n")
+                                                  and int(float(line.split(",")[0])) <= last_step)]
+    atomic_write_text(path, "".join(kept))
+
+
+class _RunLock:
+    """An exclusive lock on the run directory for the lifetime of the run (rank 0)."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.enabled = enabled
+        self.handle = None
+
+    def __enter__(self) -> "_RunLock":
+        if self.enabled:
+            import fcntl
+
+            self.handle = open(self.path, "w")
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                self.handle.close()
+                raise RunDirectoryError(f"{self.path.parent} is in use by another harness "
+                                        "process; wait for it or choose another --out") from exc
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.handle is not None:
+            self.handle.close()
 
 
 def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
            progress: Callable[[int, int], None] | None = None) -> MDResult:
-    """Run one MD job described by ``spec``; ``progress(step, total)`` is called as it goes."""
-    from harness.engine import LammpsEngine, _mpi
-    from harness.structures import write_lammps_data
+    """Run (or continue) one MD job; ``progress(step, total)`` is called as it goes."""
+    from harness.engine import _mpi
     from potentials.registry import get_potential
 
     MPI = _mpi()
@@ -102,12 +222,48 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
     run_dir = Path(spec.out).resolve()
 
     # --- validation before anything is written --------------------------------------------
-    _check_run_dir(run_dir, force=force)
+    state, old_manifest = inspect_run_dir(run_dir, spec, force=force)
+    if state == "completed":
+        timing = old_manifest.get("timing", {})
+        return MDResult(run_dir=run_dir, manifest=old_manifest,
+                        n_atoms=old_manifest["structure"]["n_atoms"],
+                        wall_s=timing.get("wall_s", 0.0), ms_per_step=timing.get("ms_per_step"))
     potential = get_potential(spec.potential, route=spec.route, device=spec.device)
     atoms = prepare_structure(spec)
     potential.check_elements(atoms.get_chemical_symbols())
     world.Barrier()
     run_dir.mkdir(parents=True, exist_ok=True)
+    with _RunLock(run_dir, enabled=rank == 0):
+        return _run_locked(spec, world=world, run_dir=run_dir, potential=potential, atoms=atoms,
+                           old_manifest=old_manifest if state == "resume" else None,
+                           progress=progress)
+
+
+def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atoms: Any,
+                old_manifest: dict | None, progress: Callable[[int, int], None] | None) -> MDResult:
+    from harness.engine import LammpsEngine, _mpi
+    from harness.structures import write_lammps_data
+
+    MPI = _mpi()
+    rank = world.Get_rank()
+    total_steps = spec.equilibration_steps + spec.steps
+
+    # --- where to start: fresh, or the last complete restart file ----------------------------
+    resume_step = 0
+    resume_file = None
+    if old_manifest is not None:
+        restarts = restart_files(run_dir)
+        if restarts:
+            resume_step = max(restarts)
+            resume_file = restarts[resume_step]
+    if rank == 0:
+        if resume_file is not None:
+            _truncate_dump(run_dir / DUMP_FILE, last_step=resume_step)
+            _truncate_thermo(run_dir / THERMO_FILE, last_step=resume_step)
+        else:  # a fresh start owns the output files
+            for name in (DUMP_FILE, THERMO_FILE):
+                (run_dir / name).unlink(missing_ok=True)
+    world.Barrier()
 
     # --- inputs --------------------------------------------------------------------------------
     data_path = run_dir / DATA_FILE
@@ -115,8 +271,6 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
     type_elements = world.bcast(type_elements, root=0)
     setup = potential.lammps_setup(type_elements=type_elements, workdir=run_dir,
                                    nranks=world.Get_size())
-    total_steps = spec.equilibration_steps + spec.steps
-    progress_every = max(1, total_steps // 200)
     context = MDTemplateContext(
         ensemble=spec.ensemble,
         data_file=str(data_path),
@@ -135,24 +289,28 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
         tdamp_ps=fs_to_ps(spec.tdamp_fs),
         pressure_bar=spec.pressure_bar,
         pdamp_ps=fs_to_ps(spec.pdamp_fs),
+        barostat_modulus_bar=spec.barostat_modulus_bar,
         triclinic=bool(abs(atoms.cell.array[[1, 2, 2], [0, 0, 1]]).max() > 1e-8
                        or abs(atoms.cell.array[0, 1:]).max() > 1e-8),
-        equilibration_steps=spec.equilibration_steps,
-        production_steps=spec.steps,
+        chunks=plan_chunks(equilibration_steps=spec.equilibration_steps,
+                           production_steps=spec.steps, restart_every=spec.restart_every,
+                           resume_step=resume_step),
         thermo_file=str(run_dir / THERMO_FILE),
         dump_file=str(run_dir / DUMP_FILE),
         dump_every=spec.dump_every,
         dump_coordinates=spec.dump_coordinates,
-        restart_every=spec.restart_every,
-        restart_prefix=str(run_dir / RESTART_PREFIX),
-        progress_every=progress_every,
+        restart_tmp=str(run_dir / RESTART_TMP),
+        resume_file=str(resume_file) if resume_file else None,
+        resume_step=resume_step if resume_file else None,
+        progress_every=max(1, total_steps // 200),
         progress_fix_id=PROGRESS_FIX_ID,
     )
     text = render("md.lammps.j2", context)
     before, after = split_at_attach(text)
 
     model = potential.model_info()
-    manifest: dict[str, Any] = {
+    manifest: dict[str, Any] = dict(old_manifest or {})
+    manifest.update({
         "kind": "md",
         "status": "running",
         "spec": spec.model_dump(mode="json"),
@@ -167,23 +325,22 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
         "potential": {**model.__dict__, "route": setup.route, "lammps_lines": list(setup.lines)},
         "analysis_start_ps": 0.0,
         "frame_interval_fs": spec.dump_every * spec.timestep_fs,
+        "total_steps": total_steps,
         "versions": package_versions(),
         "git_sha": git_sha(),
         "host": host_info(),
         "mpi_ranks": world.Get_size(),
-        "started": now_iso(),
+        "started": (old_manifest or {}).get("started") or now_iso(),
         "finished": None,
-        "outputs": {
-            "data": DATA_FILE,
-            "input": INPUT_FILE,
-            "log": LOG_FILE,
-            "thermo": THERMO_FILE,
-            "dump": DUMP_FILE,
-            "restart": [f"{RESTART_PREFIX}.a", f"{RESTART_PREFIX}.b", f"{RESTART_PREFIX}.final"],
-        },
-    }
+        "outputs": {"data": DATA_FILE, "input": INPUT_FILE, "log": LOG_FILE,
+                    "thermo": THERMO_FILE, "dump": DUMP_FILE},
+    })
+    manifest.setdefault("segments", []).append(
+        {"started": now_iso(), "from_step": resume_step, "host": manifest["host"]["hostname"]})
+    log_name = LOG_FILE if resume_file is None else f"log.from_{resume_step}.lammps"
     if rank == 0:
-        atomic_write_text(run_dir / INPUT_FILE, text)
+        atomic_write_text(run_dir / (INPUT_FILE if resume_file is None
+                                     else f"in.from_{resume_step}.lammps"), text)
         atomic_write_json(run_dir / MANIFEST, manifest)
 
     # --- LAMMPS, on as many ranks as the potential allows ------------------------------------
@@ -203,7 +360,7 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
     error: BaseException | None = None
     if lammps_comm != MPI.COMM_NULL:
         try:
-            with LammpsEngine(log_file=run_dir / LOG_FILE, comm=lammps_comm) as engine:
+            with LammpsEngine(log_file=run_dir / log_name, comm=lammps_comm) as engine:
                 manifest["lammps"] = {"version": engine.version,
                                       "packages": engine.installed_packages,
                                       "ranks": engine.nprocs}
@@ -214,13 +371,20 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
                 # the progress fix is the first line after the attach marker
                 engine.command(after[0])
                 engine.lmp.set_fix_external_callback(PROGRESS_FIX_ID, reporter, None)
-                engine.commands(after[1:])
+                for line in after[1:]:
+                    if line.startswith(CHECKPOINT_MARKER):
+                        step = int(line.split()[2])
+                        if engine.rank == 0:
+                            _checkpoint(run_dir, step=step, manifest=manifest)
+                    else:
+                        engine.commands([line])
         except BaseException as exc:  # record, then re-raise
             error = exc
     wall_s = time.perf_counter() - started
     failed = world.allreduce(error is not None, op=MPI.LOR)
 
-    ms_per_step = reporter.ms_per_step(from_step=spec.equilibration_steps)
+    ms_per_step = reporter.ms_per_step(from_step=max(spec.equilibration_steps, resume_step))
+    manifest["segments"][-1]["finished"] = now_iso()
     manifest.update({
         "status": "failed" if failed else "completed",
         "finished": now_iso(),
@@ -236,5 +400,15 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
     if failed:
         raise RuntimeError("MD failed on another MPI rank; see the manifest")
     return MDResult(run_dir=run_dir, manifest=manifest, n_atoms=len(atoms), wall_s=wall_s,
-                    ms_per_step=ms_per_step)
+                    ms_per_step=ms_per_step,
+                    resumed_from_step=resume_step if resume_file else None)
 
+
+def _checkpoint(run_dir: Path, *, step: int, manifest: dict[str, Any]) -> None:
+    """Publish the restart file just written, prune old ones, record it in the manifest."""
+    os.replace(run_dir / RESTART_TMP, run_dir / f"restart.{step}")
+    for old_step in sorted(restart_files(run_dir))[:-KEEP_RESTARTS]:
+        (run_dir / f"restart.{old_step}").unlink(missing_ok=True)
+    manifest["last_restart_step"] = step
+    manifest["outputs"]["restart"] = [p.name for _, p in sorted(restart_files(run_dir).items())]
+    atomic_write_json(run_dir / MANIFEST, manifest)

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-Ensemble = Literal["nvt_nose_hoover", "nvt_berendsen", "nvt_langevin", "npt_iso", "npt_aniso", "nve"]
+Ensemble = Literal["nvt_nose_hoover", "nvt_berendsen", "nvt_langevin", "npt_iso", "npt_aniso",
+                   "npt_berendsen", "nve"]
 Route = Literal["auto", "native", "external"]
 
 
@@ -37,6 +38,8 @@ class MDSpec(BaseModel):
     tdamp_fs: float = Field(100.0, gt=0, description="thermostat time constant")
     pressure_bar: float = Field(1.0, description="NPT target pressure")
     pdamp_fs: float = Field(1000.0, gt=0, description="barostat time constant")
+    barostat_modulus_bar: float = Field(3.0e5, gt=0, description="bulk modulus guess for the "
+                                        "Berendsen barostat (30 GPa, typical of solid electrolytes)")
 
     minimize: bool = False
     minimize_ftol_eV_per_A: float = Field(0.05, gt=0)

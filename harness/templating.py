@@ -75,6 +75,47 @@ def element(symbol: str) -> str:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """One ``run`` between restart points: steps ``start_step`` -> ``end_step``."""
+
+    start_step: int
+    end_step: int
+    phase: str  # "equilibration" | "production"
+    first_production: bool = False  # define dump + thermo file before this chunk
+    append: bool = False  # the dump/thermo files exist already (continuation)
+
+    @property
+    def steps(self) -> int:
+        return self.end_step - self.start_step
+
+
+def plan_chunks(*, equilibration_steps: int, production_steps: int, restart_every: int,
+                resume_step: int = 0) -> tuple[Chunk, ...]:
+    """Chunks ending at every multiple of ``restart_every`` and at the phase boundaries.
+
+    The plan depends only on the step counts, so a continuation from ``resume_step``
+    (a chunk end) runs exactly the remaining chunks of the uninterrupted plan.
+    """
+    ends = set(range(restart_every, equilibration_steps + production_steps, restart_every))
+    ends |= {equilibration_steps, equilibration_steps + production_steps}
+    ends.discard(0)
+    chunks, start = [], 0
+    for end in sorted(ends):
+        phase = "equilibration" if end <= equilibration_steps else "production"
+        if end > resume_step:
+            chunks.append(Chunk(start_step=start, end_step=end, phase=phase))
+        start = end
+    # the dump and thermo file are (re)defined before the first production chunk we run
+    for index, chunk in enumerate(chunks):
+        if chunk.phase == "production":
+            chunks[index] = Chunk(start_step=chunk.start_step, end_step=chunk.end_step,
+                                  phase=chunk.phase, first_production=True,
+                                  append=chunk.start_step > equilibration_steps)
+            break
+    return tuple(chunks)
+
+
+@dataclass(frozen=True)
 class MDTemplateContext:
     """Every variable ``md.lammps.j2`` uses, typed."""
 
@@ -95,15 +136,16 @@ class MDTemplateContext:
     tdamp_ps: float
     pressure_bar: float
     pdamp_ps: float
+    barostat_modulus_bar: float
     triclinic: bool
-    equilibration_steps: int
-    production_steps: int
+    chunks: tuple[Chunk, ...]
     thermo_file: str
     dump_file: str
     dump_every: int
     dump_coordinates: str
-    restart_every: int
-    restart_prefix: str
+    restart_tmp: str
+    resume_file: str | None
+    resume_step: int | None
     progress_every: int
     progress_fix_id: str
 
@@ -114,8 +156,16 @@ class MDTemplateContext:
                 f"unknown ensemble '{self.ensemble}'; known: {', '.join(sorted(ensembles))}")
         if self.dump_coordinates not in ("wrapped_images", "unwrapped"):
             raise TemplateValueError(f"unknown dump_coordinates '{self.dump_coordinates}'")
-        for name in ("data_file", "thermo_file", "dump_file", "restart_prefix"):
+        for name in ("data_file", "thermo_file", "dump_file", "restart_tmp"):
             safe_token(getattr(self, name), what=name.replace("_", " "))
+        if self.resume_file is not None:
+            safe_token(self.resume_file, what="restart file")
+            count(self.resume_step, what="resume_step", minimum=1)
+        if not self.chunks:
+            raise TemplateValueError("nothing to run: every chunk of the plan is already done")
+        for chunk in self.chunks:
+            count(chunk.start_step, what="chunk start", minimum=0)
+            count(chunk.steps, what="chunk length", minimum=1)
         safe_token(self.potential_name, what="potential name")
         safe_token(self.progress_fix_id, what="progress fix id")
         safe_token(self.potential_route, what="potential route")
@@ -124,14 +174,15 @@ class MDTemplateContext:
         for symbol in self.type_elements:
             element(symbol)
         for name in ("neighbor_skin_A", "timestep_ps", "minimize_ftol_eV_per_A", "temperature_K",
-                     "tdamp_ps", "pdamp_ps"):
+                     "tdamp_ps", "pdamp_ps", "barostat_modulus_bar"):
             finite(getattr(self, name), what=name, positive=True)
         finite(self.pressure_bar, what="pressure_bar")
-        for name in ("thermo_every", "dump_every", "restart_every", "minimize_max_iterations",
-                     "production_steps", "seed", "progress_every"):
+        for name in ("thermo_every", "dump_every", "minimize_max_iterations", "seed",
+                     "progress_every"):
             count(getattr(self, name), what=name, minimum=1)
-        count(self.equilibration_steps, what="equilibration_steps", minimum=0)
-        return asdict(self)
+        values = asdict(self)
+        values["chunks"] = self.chunks  # keep the dataclasses (templates read .steps)
+        return values
 
 
 def _environment():

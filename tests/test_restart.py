@@ -1,0 +1,76 @@
+"""Exact continuation: SIGKILL a run at arbitrary steps, re-run the same command, compare.
+
+The kill is a real SIGKILL of the `harness md` process (fault injected through
+HARNESS_FAULT_KILL_AT_STEP, checked in the progress callback every few steps). The
+continued run must end at exactly the requested step count and its dump and thermo files
+must be byte-identical to an uninterrupted run with the same seed (lj-test is deterministic
+on CPU, and both runs go through the same chunked run sequence).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.io import write
+from ase.spacegroup import crystal
+
+ARGS = ["--potential", "lj-test", "--temperature-K", "600", "--timestep-fs", "2",
+        "--steps", "200", "--equilibration-steps", "40", "--dump-every", "10",
+        "--thermo-every", "10", "--restart-every", "50", "--seed", "5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def structure(tmp_path_factory):
+    atoms = crystal(["S", "Li"], basis=[(0, 0, 0), (0.25, 0.25, 0.25)], spacegroup=225,
+                    cellpar=[5.71] * 3 + [90] * 3).repeat((2, 2, 2))
+    path = tmp_path_factory.mktemp("structure") / "POSCAR"
+    write(path, atoms, format="vasp")
+    return path
+
+
+def harness_md(structure, out, *, kill_at=None):
+    env = dict(os.environ)
+    env.pop("HARNESS_FAULT_KILL_AT_STEP", None)
+    if kill_at is not None:
+        env["HARNESS_FAULT_KILL_AT_STEP"] = str(kill_at)
+    return subprocess.run([sys.executable, "-m", "harness.cli", "md", str(structure), *ARGS,
+                           "--out", str(out)], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def reference(structure, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "run"
+    result = harness_md(structure, out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("kill_at", [3, 45, 101, 150, 233])
+def test_sigkill_then_rerun_is_exact(structure, reference, tmp_path, kill_at):
+    out = tmp_path / "run"
+    killed = harness_md(structure, out, kill_at=kill_at)
+    assert killed.returncode == -9, killed.stderr
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+    resumed = harness_md(structure, out)
+    assert resumed.returncode == 0, resumed.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["last_restart_step"] == 240
+    expected_from = max([s for s in (40, 50, 100, 150, 200, 240) if s <= kill_at], default=0)
+    assert manifest["segments"][-1]["from_step"] == expected_from
+    for name in ("traj.lammpstrj", "thermo.csv"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    steps = [int(line) for line in (out / "thermo.csv").read_text().splitlines()[1:]
+             for line in [line.split(",")[0]]]
+    assert steps == list(range(50, 241, 10))
+
+
+def test_rerun_of_completed_run_does_nothing(structure, reference):
+    before = {p.name: p.stat().st_mtime_ns for p in reference.iterdir()}
+    again = harness_md(structure, reference)
+    assert again.returncode == 0
+    assert {p.name: p.stat().st_mtime_ns for p in reference.iterdir()} == before
