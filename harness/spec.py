@@ -55,6 +55,11 @@ class MDSpec(BaseModel):
     thermo_every: int = Field(10, ge=1)
     restart_every: int = Field(1000, ge=1)
     seed: int = Field(12345, ge=1, lt=2**31 - 1)
+    watchdog: bool = Field(True, description="health checks every few thermo steps")
+    max_temperature_factor: float = Field(3.0, gt=1, description="runaway bound, x target T")
+    max_energy_drift_eV_per_atom: float = Field(0.05, gt=0, description="NVE runs only")
+    framework_msd_limit_A2: float = Field(4.0, gt=0, description="melting bound for the "
+                                          "framework (non-mobile) atoms")
     out: str = "runs/md"
     neighbor_skin_A: float = Field(1.0, gt=0, le=5)
 

@@ -148,6 +148,7 @@ class MDTemplateContext:
     resume_step: int | None
     progress_every: int
     progress_fix_id: str
+    watchdog: bool
 
     def validated(self) -> dict:
         ensembles = {p.name.split(".")[0] for p in (TEMPLATE_DIR / "ensembles").glob("*.lammps.j2")}

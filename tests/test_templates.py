@@ -29,7 +29,8 @@ def context(**changes) -> MDTemplateContext:
         chunks=plan_chunks(equilibration_steps=500, production_steps=2500, restart_every=1000),
         thermo_file="/run/thermo.csv", dump_file="/run/traj.lammpstrj", dump_every=50,
         dump_coordinates="wrapped_images", restart_tmp="/run/restart.tmp", resume_file=None,
-        resume_step=None, progress_every=25, progress_fix_id="harness_progress")
+        resume_step=None, progress_every=25, progress_fix_id="harness_progress",
+        watchdog=True)
     return replace(base, **changes)
 
 
