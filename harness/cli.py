@@ -56,11 +56,33 @@ def _rank() -> int:
         return 0
 
 
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Turn known errors into one red line and exit code 2 (1 for unexpected ones)."""
+def _world_size() -> int:
+    try:
+        from mpi4py import MPI
+
+        return MPI.COMM_WORLD.Get_size()
+    except ImportError:  # pragma: no cover
+        return 1
+
+
+def _fail(message: str, *, code: int) -> None:
+    """Print one line and exit; under mpirun abort every rank (others may wait in MPI)."""
     from rich.console import Console
 
+    size = _world_size()
+    prefix = f"(rank {_rank()}) " if size > 1 else ""
+    Console(stderr=True).print(prefix + message, highlight=False)
+    if size > 1:
+        from mpi4py import MPI
+
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(code)
+    raise typer.Exit(code=code)
+
+
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    """Known input errors: one red line, exit 2; stopped runs: exit 3; anything else: 1."""
     try:
         yield
     except typer.Exit:
@@ -68,20 +90,16 @@ def _clean_errors() -> Iterator[None]:
     except _run_failures() as exc:
         if os.environ.get("HARNESS_DEBUG"):
             raise
-        Console(stderr=True).print(f"[bold red]run failed:[/] {exc}", highlight=False)
-        raise typer.Exit(code=3) from None
+        _fail(f"[bold red]run failed:[/] {exc}", code=3)
     except _known_errors() as exc:
         if os.environ.get("HARNESS_DEBUG"):
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(code=2) from None
+        _fail(f"[bold red]error:[/] {exc}", code=2)
     except Exception as exc:  # noqa: BLE001 - last line of defence, still no traceback wall
         if os.environ.get("HARNESS_DEBUG"):
             raise
-        Console(stderr=True).print(
-            f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}\n"
-            "(set HARNESS_DEBUG=1 for the traceback)", highlight=False)
-        raise typer.Exit(code=1) from None
+        _fail(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}\n"
+              "(set HARNESS_DEBUG=1 for the traceback)", code=1)
 
 
 @contextmanager

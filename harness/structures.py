@@ -245,7 +245,7 @@ def _read_ase(file: Path, *, fmt: str | None) -> Atoms:
     tried = {"vasp": "POSCAR/CONTCAR (ASE 'vasp')", "extxyz": "extxyz/xyz (ASE 'extxyz')",
              None: "any format ASE recognises"}.get(fmt, f"ASE format {fmt!r}")
     try:
-        frames = ase.io.read(file, index=":", format=fmt)
+        frames = ase.io.read(file, index=":", format=fmt, parallel=False)
     except Exception as exc:  # noqa: BLE001 - every parser failure is the same user error
         raise StructureError(
             f"could not read {file} as {tried}: {type(exc).__name__}: {_sentence(exc)}. "
@@ -580,7 +580,7 @@ def write_lammps_data(atoms: Atoms, path: str | os.PathLike[str], *,
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        ase.io.write(tmp_name, atoms, format="lammps-data", specorder=order, masses=True,
+        ase.io.write(tmp_name, atoms, format="lammps-data", specorder=order, masses=True, parallel=False,
                      units="metal", atom_style="atomic")
         os.replace(tmp_name, target)
     except BaseException:

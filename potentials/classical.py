@@ -39,11 +39,11 @@ class PairwiseLJCalculator(Calculator):
         self.cutoff_A = cutoff_A
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        from ase.neighborlist import neighbor_list
+        from matscipy.neighbours import neighbour_list  # C implementation (ASE's is slow)
 
         super().calculate(atoms, properties, system_changes)
         symbols = self.atoms.get_chemical_symbols()
-        i, j, d, D = neighbor_list("ijdD", self.atoms, self.cutoff_A)  # D = r_j - r_i
+        i, j, d, D = neighbour_list("ijdD", self.atoms, self.cutoff_A)  # D = r_j - r_i
         species = sorted(set(symbols))
         index = {s: k for k, s in enumerate(species)}
         eps = np.zeros((len(species), len(species)))
