@@ -80,9 +80,20 @@ def _fail(message: str, *, code: int) -> None:
     raise typer.Exit(code=code)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one yellow line (no file:line noise) for CLI users."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
 @contextmanager
 def _clean_errors() -> Iterator[None]:
     """Known input errors: one red line, exit 2; stopped runs: exit 3; anything else: 1."""
+    import warnings
+
+    if not os.environ.get("HARNESS_DEBUG"):
+        warnings.showwarning = _show_warning
     try:
         yield
     except typer.Exit:
