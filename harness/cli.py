@@ -280,6 +280,7 @@ def export_mace_cmd(
     foundation: Optional[str] = typer.Option(None, help="foundation model name, e.g. medium-mpa-0"),
     out: Optional[Path] = typer.Option(None, help="output *-lammps.pt path"),
     python: Optional[Path] = typer.Option(None, help="interpreter of the mace-torch environment"),
+    head: Optional[str] = typer.Option(None, help="head of a multi-head model"),
 ) -> None:
     """Export a MACE model to TorchScript (runs in the separate mace-torch environment)."""
     with _clean_errors():
@@ -287,7 +288,7 @@ def export_mace_cmd(
 
         from harness.export import export_mace
 
-        path = export_mace(model=model, foundation=foundation, out=out, python=python)
+        path = export_mace(model=model, foundation=foundation, out=out, python=python, head=head)
         Console().print(f"[green]exported[/] {path}", highlight=False)
 
 

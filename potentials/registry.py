@@ -109,6 +109,12 @@ register(
     accepts_file=True,
 )
 register(
+    "mace-tiny-test",
+    "potentials.mace:MacePotential",
+    description="Tiny Li-P-S-Cl MACE test fixture (not physical); fix external",
+    model_file=Path(__file__).resolve().parent / "data" / "mace-tiny-LiPSCl-lammps.pt",
+)
+register(
     "mace-mp-0-medium",
     "potentials.mace:MacePotential",
     description="MACE-MP-0 medium foundation model (needs `harness export mace --foundation`)",

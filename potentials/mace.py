@@ -1,0 +1,294 @@
+"""MACE at run time: a TorchScript export evaluated without importing mace-torch.
+
+Why: mace-torch 0.3.16 pins ``e3nn==0.4.4`` while SevenNet needs ``e3nn>=0.5``, and a
+pickled MACE ``.model`` does not load under e3nn 0.6. The TorchScript file written by
+mace-torch's LAMMPS export (the ``LAMMPS_MACE`` wrapper, ``*-lammps.pt``) holds the whole
+computation and loads with plain ``torch.jit.load`` next to SevenNet. Exporting is a
+separate step in its own environment: ``harness export mace`` (:mod:`harness.export`).
+
+:class:`MaceTorchScriptCalculator` is our small evaluator. It builds what LAMMPS'
+``pair_style mace`` would pass to the same module, but for a periodic cell instead of
+local + ghost atoms: a periodic neighbour list within ``r_max`` (edges sender -> receiver,
+integer ``unit_shifts`` and Cartesian ``shifts = unit_shifts @ cell``), one-hot species
+in the order of the model's ``atomic_numbers``, one graph (``batch`` zeros, ``ptr``
+[0, N]), all atoms local. With ``compute_virials`` the model differentiates with respect
+to a symmetric strain of positions *and* cell, so it returns the virial
+``W = -dE/d(strain)``; ASE's stress is ``-W / V``.
+
+:class:`MacePotential` runs that calculator inside LAMMPS through ``fix external``
+(:mod:`potentials.external`). A native ``pair_style mace`` plugin is a later addition: see
+:meth:`MacePotential.native_lammps_setup`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from potentials.base import LammpsSetup, ModelInfo, Potential, PotentialError, sha256_file
+from potentials.external import ExternalModelPotential
+
+#: foundation models `harness export mace --foundation NAME` knows (mace-torch 0.3.16 names)
+FOUNDATION_MODELS = (
+    "small", "medium", "large", "small-0b", "medium-0b", "small-0b2", "medium-0b2",
+    "large-0b2", "medium-0b3", "medium-mpa-0", "small-omat-0", "medium-omat-0",
+    "mace-matpes-pbe-0", "mace-matpes-r2scan-0",
+)
+
+#: the tiny Li-P-S-Cl test model shipped with the package (see potentials/data/*.json)
+TINY_MODEL_FILE = Path(__file__).parent / "data" / "mace-tiny-LiPSCl-lammps.pt"
+
+NATIVE_UNAVAILABLE = ("the native pair_style mace plugin is not available yet; use route "
+                      "'external' (the default for MACE)")
+EXPORT_HINT = ("export it with `harness export mace --model FILE.model` (runs in the "
+               "mace-torch environment; see the README section 'MACE')")
+
+
+def cache_dir() -> Path:
+    """Where exported foundation models live: ``$XDG_CACHE_HOME/iontransport-harness/mace``."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "iontransport-harness" / "mace"
+
+
+def foundation_export_path(name: str) -> Path:
+    """Path of the TorchScript export of foundation model ``name`` in the cache."""
+    if name not in FOUNDATION_MODELS:
+        raise PotentialError(f"unknown MACE foundation model '{name}'; known: "
+                             f"{', '.join(FOUNDATION_MODELS)}")
+    return cache_dir() / f"mace-mp-{name}-lammps.pt"
+
+
+def sidecar_path(export_file: str | Path) -> Path:
+    """Provenance JSON written next to an export: ``X-lammps.pt`` -> ``X.json``."""
+    path = Path(export_file)
+    stem = path.name.removesuffix(".pt").removesuffix("-lammps")
+    return path.with_name(stem + ".json")
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise PotentialError(f"device must be auto, cpu or cuda, not '{device}'")
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_torchscript(path: str | Path, *, device: str = "cpu") -> Any:
+    """``torch.jit.load`` a MACE LAMMPS export, with fix-it messages for the usual mistakes."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise PotentialError(f"MACE model file not found: {path}")
+    if path.suffix == ".model":
+        raise PotentialError(f"{path} is a mace-torch .model (a pickle that needs mace-torch "
+                             f"and e3nn 0.4); {EXPORT_HINT}")
+    try:
+        with warnings.catch_warnings():  # "torch.jit.load is deprecated" (torch 2.13)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=device)
+    except RuntimeError as exc:
+        raise PotentialError(f"{path} is not a TorchScript file ({exc.__class__.__name__}); "
+                             f"if it is a mace-torch model, {EXPORT_HINT}") from exc
+    missing = [a for a in ("atomic_numbers", "r_max") if not hasattr(module, a)]
+    if missing:
+        raise PotentialError(f"{path} is TorchScript but not a MACE LAMMPS export "
+                             f"(no {', '.join(missing)}); {EXPORT_HINT}")
+    module.eval()
+    return module
+
+
+class MaceTorchScriptCalculator(Calculator):
+    """ASE calculator for a MACE ``*-lammps.pt`` export (energy, forces, stress).
+
+    ``model`` is a path or an already loaded module. Arithmetic runs in the dtype of the
+    model's parameters (float64 for exports made with the default ``--dtype float64``).
+    Stress needs a cell periodic in all three directions; energy and forces work for any
+    ``pbc`` (non-periodic directions get no images).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, *, model: str | Path | Any, device: str = "cpu", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        import torch
+
+        self.device = resolve_device(device)
+        self.model = (load_torchscript(model, device=self.device)
+                      if isinstance(model, (str, Path)) else model)
+        self.atomic_numbers = [int(z) for z in self.model.atomic_numbers.tolist()]
+        self.r_max_A = float(self.model.r_max)
+        params = list(self.model.parameters())
+        self.dtype = params[0].dtype if params else torch.float64
+        self._species_index = {z: k for k, z in enumerate(self.atomic_numbers)}
+
+    def graph(self, atoms: Any) -> dict[str, Any]:
+        """The input dict of ``LAMMPS_MACE.forward`` for one periodic cell."""
+        import torch
+        from ase.neighborlist import neighbor_list
+
+        unknown = sorted(set(int(z) for z in atoms.numbers) - set(self._species_index))
+        if unknown:
+            from ase.data import chemical_symbols
+
+            raise PotentialError("MACE model does not cover element(s) "
+                                 f"{', '.join(chemical_symbols[z] for z in unknown)}")
+        sender, receiver, unit_shifts = neighbor_list("ijS", atoms, self.r_max_A,
+                                                      self_interaction=False)
+        n_atoms = len(atoms)
+        kw = {"dtype": self.dtype, "device": self.device}
+        species = torch.tensor([self._species_index[int(z)] for z in atoms.numbers],
+                               dtype=torch.long, device=self.device)
+        cell = torch.tensor(np.asarray(atoms.cell.array), **kw)
+        unit = torch.tensor(unit_shifts, **kw)
+        return {
+            "positions": torch.tensor(atoms.positions, **kw),
+            "node_attrs": torch.nn.functional.one_hot(
+                species, num_classes=len(self.atomic_numbers)).to(self.dtype),
+            "edge_index": torch.tensor(np.stack([sender, receiver]), dtype=torch.long,
+                                       device=self.device),
+            "unit_shifts": unit,
+            "shifts": unit @ cell,
+            "cell": cell,
+            "batch": torch.zeros(n_atoms, dtype=torch.long, device=self.device),
+            "ptr": torch.tensor([0, n_atoms], dtype=torch.long, device=self.device),
+            # not read by MACE's forward; pair_style mace passes them, so do we
+            "energy": torch.zeros(1, **kw),
+            "forces": torch.zeros((n_atoms, 3), **kw),
+            "weight": torch.ones(1, **kw),
+        }
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        import torch
+
+        super().calculate(atoms, properties, system_changes)
+        periodic = bool(np.all(self.atoms.pbc))
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError("stress needs a cell periodic in x, y and z")
+        data = self.graph(self.atoms)
+        local = torch.ones(len(self.atoms), dtype=self.dtype, device=self.device)
+        out = self.model(data, local, compute_virials=periodic)
+        energy = float(out["total_energy_local"].detach().sum())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["node_energy"].detach().cpu().numpy().astype(float),
+            "forces": out["forces"].detach().cpu().numpy().astype(float),
+        }
+        if periodic:
+            virial = out["virials"].detach().cpu().numpy().reshape(3, 3).astype(float)
+            stress = -virial / self.atoms.get_volume()
+            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
+
+
+class MacePotential(ExternalModelPotential, Potential):
+    """A MACE TorchScript export in LAMMPS (``fix external`` route) and in ASE.
+
+    Give exactly one of ``model_file`` (a ``*-lammps.pt`` export) or ``foundation`` (a
+    name from :data:`FOUNDATION_MODELS`, looked up in :func:`cache_dir` after
+    ``harness export mace --foundation NAME``). Nothing is loaded until needed.
+    """
+
+    family = "mace"
+
+    def __init__(self, *, name: str, route: str = "auto", device: str = "auto",
+                 model_file: str | Path | None = None, foundation: str | None = None) -> None:
+        super().__init__(name=name)
+        if (model_file is None) == (foundation is None):
+            raise PotentialError("MACE needs exactly one of a model file "
+                                 "(--potential mace:/path/model-lammps.pt) or a foundation name")
+        if route not in ("auto", "external", "native"):
+            raise PotentialError(f"route must be auto, native or external, not '{route}'")
+        self.route = "external" if route == "auto" else route
+        if self.route == "native":
+            raise PotentialError(NATIVE_UNAVAILABLE)
+        self.device = device
+        self.foundation = foundation
+        if foundation is not None:
+            path = foundation_export_path(foundation)
+            if not path.is_file():
+                raise PotentialError(
+                    f"MACE foundation model '{foundation}' has not been exported yet "
+                    f"(looked for {path}). Run `harness export mace --foundation {foundation}` "
+                    "once; it needs internet and the mace-torch export environment "
+                    "(README section 'MACE')")
+        else:
+            path = Path(model_file).expanduser()
+            if not path.is_file():
+                raise PotentialError(f"MACE model file not found: {path}")
+            if path.suffix == ".model":
+                raise PotentialError(f"{path} is a mace-torch .model; {EXPORT_HINT}, then "
+                                     f"use --potential mace:{path.with_name(path.stem)}-lammps.pt")
+        self.model_file = path.resolve()
+        self._module: Any = None
+
+    # -- the model --------------------------------------------------------------------------
+    def module(self) -> Any:
+        if self._module is None:
+            self._module = load_torchscript(self.model_file, device=resolve_device(self.device))
+        return self._module
+
+    @property
+    def elements(self) -> frozenset[str]:
+        from ase.data import chemical_symbols
+
+        return frozenset(chemical_symbols[int(z)] for z in self.module().atomic_numbers)
+
+    @property
+    def r_max_A(self) -> float:
+        return float(self.module().r_max)
+
+    # -- LAMMPS -----------------------------------------------------------------------------
+    def lammps_setup(self, *, type_elements: list[str], workdir: Path, nranks: int) -> LammpsSetup:
+        self.check_elements(type_elements)
+        if self.route == "native":
+            return self.native_lammps_setup(type_elements=type_elements)
+        return self.external_lammps_setup()
+
+    def native_lammps_setup(self, *, type_elements: list[str]) -> LammpsSetup:
+        """Hook for the native ``pair_style mace`` plugin (not built yet).
+
+        When the plugin exists this returns ``plugin load <lib>``, ``pair_style mace
+        no_domain_decomposition``, ``pair_coeff * * <model_file> <type_elements...>`` with
+        ``required_styles=(("pair", "mace"),)``; the same export file serves both routes.
+        """
+        raise PotentialError(NATIVE_UNAVAILABLE)
+
+    # -- ASE --------------------------------------------------------------------------------
+    def ase_calculator(self) -> MaceTorchScriptCalculator:
+        return MaceTorchScriptCalculator(model=self.module(), device=resolve_device(self.device))
+
+    # -- provenance -------------------------------------------------------------------------
+    def model_info(self) -> ModelInfo:
+        from potentials.base import package_version
+
+        module = self.module()
+        sidecar = sidecar_path(self.model_file)
+        export = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        export = export.get("export", export)  # committed fixtures nest the export record
+        params = list(module.parameters())
+        extra = {
+            "elements": sorted(self.elements),
+            "r_max_A": self.r_max_A,
+            "dtype": str(params[0].dtype).removeprefix("torch.") if params else None,
+            "foundation": self.foundation,
+            "evaluator": "potentials.mace.MaceTorchScriptCalculator (no mace-torch import)",
+            "torch_version": package_version("torch"),
+        }
+        if export:
+            extra["export"] = {k: export[k] for k in (
+                "source", "source_sha256", "head", "torch_version", "e3nn_version",
+                "description") if k in export}
+        return ModelInfo(name=self.name, family=self.family, package="mace-torch",
+                         package_version=export.get("mace_torch_version"),
+                         model_file=str(self.model_file),
+                         model_sha256=sha256_file(self.model_file),
+                         route=self.route, extra=extra)
