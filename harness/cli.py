@@ -248,14 +248,18 @@ def _print_transport(result: dict) -> None:
 
 
 @app.command("build-plugins")
-def build_plugins_cmd(force: bool = typer.Option(False, help="rebuild even if cached")) -> None:
-    """Compile the LAMMPS pair-style plugins (e3gnn) against the installed LAMMPS and torch."""
+def build_plugins_cmd(
+    force: bool = typer.Option(False, help="rebuild even if cached"),
+    name: Optional[list[str]] = typer.Option(None, help="plugin(s) to build (default: all)"),
+) -> None:
+    """Compile the LAMMPS pair-style plugins against the installed LAMMPS and torch."""
     with _clean_errors():
         from rich.console import Console
 
-        from potentials.plugins import build_plugins
+        from potentials.plugins import PLUGINS, build_plugins
 
-        built = build_plugins(force=force, verbose=True)
+        names = tuple(name) if name else tuple(PLUGINS)
+        built = build_plugins(names=names, force=force, verbose=True)
         for name, path in built.items():
             Console().print(f"[green]{name}[/]: {path}", highlight=False)
 
@@ -290,6 +294,68 @@ def export_mace_cmd(
 
         path = export_mace(model=model, foundation=foundation, out=out, python=python, head=head)
         Console().print(f"[green]exported[/] {path}", highlight=False)
+
+
+@app.command()
+def bench(
+    campaign: Path = typer.Argument(..., help="campaign YAML (see inputs/campaigns/)"),
+    out: Optional[Path] = typer.Option(None, help="campaign directory (default: the YAML's "
+                                       "out, else campaigns/<name>)"),
+    experimental_csv: Optional[Path] = typer.Option(None, "--experimental-csv",
+                                                    help="OBELiX-style CSV of experiments"),
+    retry_failed: bool = typer.Option(False, help="run failed tasks again (from scratch)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write report/ at the end"),
+    quiet: bool = typer.Option(False, help="no progress display"),
+) -> None:
+    """Run a benchmark campaign (materials x potentials x temperatures x replicas).
+
+    Under `mpirun -n N` rank 0 schedules tasks dynamically and every rank runs its own
+    LAMMPS; re-running the same command skips finished tasks and resumes interrupted MD.
+    """
+    with _clean_errors():
+        from harness.campaign import default_campaign_dir, load_campaign
+
+        spec = load_campaign(campaign)
+        if experimental_csv is not None:
+            spec.references.experimental_csv = str(experimental_csv.resolve())
+        from harness.farm import bind_gpu, run_campaign
+
+        gpu = bind_gpu(spec.farm.gpus)  # before anything imports torch
+        campaign_dir = out if out is not None else default_campaign_dir(spec)
+        outcome = run_campaign(spec, campaign_dir=campaign_dir, retry_failed=retry_failed,
+                               show_progress=not quiet, gpu=gpu)
+        if outcome is None:
+            return
+        from rich.console import Console
+
+        console = Console()
+        console.print(f"[green]campaign done[/] {outcome.total} tasks: {outcome.completed} "
+                      f"completed and {outcome.failed} failed in this run, {outcome.skipped} "
+                      f"finished earlier ({outcome.wall_s:.1f} s)\n{outcome.campaign_dir}",
+                      highlight=False, soft_wrap=True)
+        if report:
+            from harness.report import write_report
+
+            paths = write_report(outcome.campaign_dir)
+            console.print(f"report: {paths['report_html']}", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(
+    campaign_dir: Path = typer.Argument(..., help="campaign directory of `harness bench`"),
+    experimental_csv: Optional[Path] = typer.Option(None, "--experimental-csv",
+                                                    help="OBELiX-style CSV of experiments"),
+) -> None:
+    """Tables, metrics and the HTML/markdown report of a campaign directory."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.report import write_report
+
+        paths = write_report(campaign_dir, experimental_csv=str(experimental_csv.resolve())
+                             if experimental_csv else None)
+        Console().print("\n".join(f"{name}: {path}" for name, path in paths.items()
+                                  if not name.startswith("figure:")), highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

