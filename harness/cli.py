@@ -137,7 +137,7 @@ def _progress_bar(description: str, *, enabled: bool) -> Iterator:
 def md(
     structure: Optional[str] = typer.Argument(None, help="CIF/POSCAR/extxyz file or bundled name"),
     potential: Optional[str] = typer.Option(None, help="e.g. sevennet-0, chgnet, mace:/path.pt"),
-    route: Optional[str] = typer.Option(None, help="auto | native | external"),
+    route: Optional[str] = typer.Option(None, help="auto | native | mliap | external"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     temperature_K: Optional[float] = typer.Option(None, "--temperature-K"),
     timestep_fs: Optional[float] = typer.Option(None, "--timestep-fs"),
@@ -190,7 +190,7 @@ def _print_md_summary(result) -> None:
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="where the demo writes its run"),
-    steps: int = typer.Option(1500, help="production steps (2 fs each)"),
+    steps: int = typer.Option(400, help="production steps (2 fs each)"),
     potential: str = typer.Option("sevennet-0"),
     force: bool = typer.Option(False, help="overwrite an earlier demo run"),
 ) -> None:

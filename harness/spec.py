@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Ensemble = Literal["nvt_nose_hoover", "nvt_berendsen", "nvt_langevin", "npt_iso", "npt_aniso",
                    "npt_berendsen", "nve"]
-Route = Literal["auto", "native", "external"]
+Route = Literal["auto", "native", "mliap", "external"]  # harness/routes.py ROUTE_CHOICES
 
 
 class SpecError(ValueError):
@@ -27,7 +27,8 @@ class MDSpec(BaseModel):
 
     structure: str = Field(description="structure file (CIF, POSCAR, extxyz) or bundled name")
     potential: str = Field("sevennet-0", description="registered name, or family:/path/to/model")
-    route: Route = Field("auto", description="LAMMPS route: native pair style or fix external")
+    route: Route = Field("auto", description="LAMMPS route: native pair style, ML-IAP "
+                         "(full build) or fix external; auto = fastest available")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     temperature_K: float = Field(1000.0, gt=0, le=5000)

