@@ -231,6 +231,39 @@ def analyze(
         _print_transport(result)
 
 
+@app.command()
+def arrhenius(
+    inputs: list[Path] = typer.Argument(..., help="transport.json files or analysis "
+                                        "directories, one per temperature"),
+    T_eval_K: float = typer.Option(300.0, "--T-eval-K", help="extrapolation temperature"),
+    out: Optional[Path] = typer.Option(None, help="write arrhenius.json here"),
+) -> None:
+    """Arrhenius fit of D(T) from several `harness analyze` outputs: Ea, D0, D and sigma at
+    T_eval with 95% intervals (two temperatures: seed 003's two-point variant)."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.analyze import run_arrhenius
+
+        result = run_arrhenius(inputs, T_eval_K=T_eval_K, out=out)
+        ea_ci = result.get("Ea_ci95_eV") or [float("nan"), float("nan")]
+        d_ci = result.get("D_eval_ci95_cm2_per_s") or [float("nan"), float("nan")]
+        s_ci = result.get("sigma_eval_ci95_mS_per_cm") or [float("nan"), float("nan")]
+        lines = [
+            f"{result['species']}: {len(result['temperatures_K'])} temperatures "
+            f"({', '.join(f'{t:g}' for t in result['temperatures_K'])} K), {result['method']}",
+            f"Ea = {result['Ea_eV']:.3f} eV (95% CI {ea_ci[0]:.3f} .. {ea_ci[1]:.3f})",
+            f"D({T_eval_K:g} K) = {result['D_eval_cm2_per_s']:.3e} cm^2/s "
+            f"(95% CI {d_ci[0]:.2e} .. {d_ci[1]:.2e})",
+        ]
+        if result.get("sigma_eval_mS_per_cm") is not None:
+            lines.append(f"sigma({T_eval_K:g} K) = {result['sigma_eval_mS_per_cm']:.3e} mS/cm "
+                         f"(95% CI {s_ci[0]:.2e} .. {s_ci[1]:.2e})")
+        if out is not None:
+            lines.append(f"written: {Path(out) / 'arrhenius.json'}")
+        Console().print("\n".join(lines), highlight=False)
+
+
 def _print_transport(result: dict) -> None:
     from rich.console import Console
 

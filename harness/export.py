@@ -99,6 +99,15 @@ def export_mace(*, model: str | Path | None = None, foundation: str | None = Non
         raise _export_error(f"output must end in .pt (e.g. my-lammps.pt), not {out.name}")
     interpreter = mace_python(python)
     _check_mace_env(interpreter)
+    if model is not None:
+        import warnings
+
+        from potentials.trust import UnsafeModelWarning
+
+        warnings.warn(f"{model.name} is a mace-torch pickle: exporting it unpickles it in full "
+                      "(torch.load weights_only=False, in the export environment), which can "
+                      "run arbitrary code; export only model files from sources you trust",
+                      UnsafeModelWarning, stacklevel=2)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-mace-") as tmp:

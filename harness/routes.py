@@ -39,6 +39,7 @@ FAMILY_ROUTES: dict[str, tuple[str, ...]] = {
     "sevennet": ("native", "external"),
     "mattersim": ("mliap", "external"),
     "chgnet": ("external",),
+    "deepmd": ("native", "external"),
     "classical": ("native", "external"),
 }
 

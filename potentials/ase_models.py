@@ -37,9 +37,29 @@ class CHGNetPotential(ExternalModelPotential, Potential):
     def lammps_setup(self, *, type_elements: list[str], workdir: Path, nranks: int) -> LammpsSetup:
         return self.external_lammps_setup()
 
+    def weights_file(self) -> Path | None:
+        import chgnet
+
+        weights = sorted(Path(chgnet.__file__).parent.glob(
+            f"pretrained/{self.model_version}/*.pth.tar"))
+        return weights[0] if weights else None
+
+    def _check_weights(self) -> None:
+        from potentials.trust import PINNED_SHA256, check_torch_file
+
+        weights = self.weights_file()
+        if weights is None:
+            raise PotentialError(f"CHGNet {self.model_version} weights are not in the chgnet "
+                                 "package; reinstall it (`pip install -c constraints.txt "
+                                 "--force-reinstall --no-deps chgnet`)")
+        key = f"chgnet-{self.model_version}"
+        self.model_trust = check_torch_file(weights,
+                                            pinned_key=key if key in PINNED_SHA256 else None)
+
     def _model(self) -> Any:
         from chgnet.model import CHGNet
 
+        self._check_weights()
         return CHGNet.load(model_name=self.model_version, verbose=False,
                            use_device=resolve_device(self.device))
 
@@ -49,17 +69,16 @@ class CHGNetPotential(ExternalModelPotential, Potential):
         return CHGNetCalculator(model=self._model(), use_device=resolve_device(self.device))
 
     def model_info(self) -> ModelInfo:
-        from potentials.base import sha256_file
+        from potentials.trust import file_sha256
 
-        import chgnet
-
-        weights = sorted(Path(chgnet.__file__).parent.glob(
-            f"pretrained/{self.model_version}/*.pth.tar"))
+        weights = self.weights_file()
         return ModelInfo(name=self.name, family=self.family, package="chgnet",
                          package_version=package_version("chgnet"),
-                         model_file=str(weights[0]) if weights else None,
-                         model_sha256=sha256_file(weights[0]) if weights else None,
-                         route="external", extra={"model_version": self.model_version})
+                         model_file=str(weights) if weights else None,
+                         model_sha256=file_sha256(weights) if weights else None,
+                         route="external",
+                         extra={"model_version": self.model_version,
+                                "model_trust": getattr(self, "model_trust", None)})
 
 
 class MatterSimPotential(ExternalModelPotential, Potential):

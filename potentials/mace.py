@@ -242,6 +242,10 @@ class MacePotential(ExternalModelPotential, Potential):
     # -- the model --------------------------------------------------------------------------
     def module(self) -> Any:
         if self._module is None:
+            from potentials.trust import verify_if_shipped
+
+            if self.model_file.is_file():
+                self.model_trust = verify_if_shipped(self.model_file)
             self._module = load_torchscript(self.model_file, device=resolve_device(self.device))
         return self._module
 
@@ -370,6 +374,7 @@ class MacePotential(ExternalModelPotential, Potential):
             "foundation": self.foundation,
             "evaluator": "potentials.mace.MaceTorchScriptCalculator (no mace-torch import)",
             "torch_version": package_version("torch"),
+            "model_trust": getattr(self, "model_trust", None),
         }
         if self._decision is not None:
             extra["route_selection"] = self._decision.as_dict()

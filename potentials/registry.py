@@ -111,7 +111,7 @@ register(
 register(
     "mace-tiny-test",
     "potentials.mace:MacePotential",
-    description="Tiny Li-P-S-Cl MACE test fixture (not physical); fix external",
+    description="Tiny Li-P-S-Cl MACE test fixture (not physical)",
     model_file=Path(__file__).resolve().parent / "data" / "mace-tiny-LiPSCl-lammps.pt",
 )
 register(
@@ -125,6 +125,18 @@ register(
     "potentials.mace:MacePotential",
     description="MACE-MPA-0 medium (seed 004's model; needs `harness export mace --foundation`)",
     foundation="medium-mpa-0",
+)
+register(
+    "deepmd",
+    "potentials.deepmd:DeePMDPotential",
+    description="DeePMD frozen model: deepmd:/path/model.pth (no deepmd-kit needed) or .pb",
+    accepts_file=True,
+)
+register(
+    "deepmd-tiny-test",
+    "potentials.deepmd:DeePMDPotential",
+    description="Tiny Li-S DeePMD test fixture (not physical); fix external",
+    model_file=Path(__file__).resolve().parent / "data" / "deepmd-tiny-LiS.pth",
 )
 register(
     "mattersim-1m",

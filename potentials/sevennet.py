@@ -142,6 +142,8 @@ class SevenNetPotential(ExternalModelPotential, Potential):
     def _meta(self) -> dict[str, Any]:
         """Species, cutoff and modalities, from the checkpoint config or deployed metadata."""
         if self.is_deployed:
+            self.model_trust = {"sha256": self.source_sha256, "pinned": False,
+                                "load": "torchscript"}
             meta = _deployed_meta(self.source_file)
             return {"elements": tuple(meta["chemical_symbols_to_index"].split()),
                     "cutoff_A": float(meta["cutoff"]), "modals": (),
@@ -149,6 +151,12 @@ class SevenNetPotential(ExternalModelPotential, Potential):
         from ase.data import chemical_symbols
         from sevenn.util import load_checkpoint
 
+        from potentials.trust import PINNED_SHA256, check_torch_file
+
+        # sevenn unpickles checkpoints in full: check the file (pinned hash / readable) first
+        self.model_trust = check_torch_file(
+            self.source_file, pinned_key=self.checkpoint if self.checkpoint in PINNED_SHA256
+            and self.model_file is None else None)
         config = load_checkpoint(str(self.source_file)).config
         modals = tuple((config.get("_modal_map") or {}).keys())
         if modals and self.modal not in modals:
@@ -263,6 +271,7 @@ class SevenNetPotential(ExternalModelPotential, Potential):
             "checkpoint": self.checkpoint, "modal": self.modal,
             "cutoff_A": self.cutoff_A, "precision": "float32",
             "deployed": self.is_deployed,
+            "model_trust": getattr(self, "model_trust", None),
         }
         if self._route == "native":
             from potentials.plugins import cache_key, plugin_file

@@ -45,3 +45,32 @@ def test_unknown_config_key(tmp_path):
     assert result.returncode == 2
     assert "unknown key(s)" in result.stderr and "temprature_K" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_arrhenius_command_recovers_the_activation_energy(tmp_path):
+    import json
+
+    import numpy as np
+
+    kB = 8.617333262e-5
+    Ea, D0 = 0.30, 1e-3
+    paths = []
+    for T in (800.0, 1000.0, 1200.0):
+        D = D0 * np.exp(-Ea / (kB * T))
+        folder = tmp_path / f"T{T:g}"
+        folder.mkdir()
+        (folder / "transport.json").write_text(json.dumps({
+            "species": "Li", "temperature_K": T, "D_cm2_per_s": D,
+            "D_ci95_cm2_per_s": [0.9 * D, 1.1 * D], "n_ions": 48, "volume_A3": 1000.0,
+            "charge": 1, "flags": []}))
+        paths.append(folder)
+    result = harness("arrhenius", *paths, "--out", tmp_path / "fit", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Ea = 0.300 eV" in result.stdout
+    fit = json.loads((tmp_path / "fit" / "arrhenius.json").read_text())
+    assert fit["Ea_eV"] == pytest.approx(Ea, rel=1e-6)
+    assert fit["Ea_ci95_eV"][0] < Ea < fit["Ea_ci95_eV"][1]
+    assert fit["D_eval_cm2_per_s"] == pytest.approx(D0 * np.exp(-Ea / (kB * 300.0)), rel=1e-6)
+    # one temperature is not a fit: exit 2, one line
+    bad = harness("arrhenius", paths[0], timeout=120)
+    assert bad.returncode == 2 and "two or more temperatures" in bad.stderr
