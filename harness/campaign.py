@@ -432,7 +432,14 @@ def _benchmark_entries(bench: BenchmarkSet) -> list[StructureEntry]:
 
 
 def potential_entries(spec: CampaignSpec) -> list[PotentialEntry]:
+    from potentials.registry import entries as registered
+
     entries = [PotentialEntry(name=p) if isinstance(p, str) else p for p in spec.potentials]
+    known = {e.name.lower() for e in registered()}
+    unknown = [e.name for e in entries if e.name.partition(":")[0].lower() not in known]
+    if unknown:
+        raise SpecError(f"unknown potential(s) {', '.join(map(repr, unknown))}; known: "
+                        f"{', '.join(sorted(known))} (see `harness potentials`)")
     labels = [potential_label(e) for e in entries]
     duplicates = sorted({lab for lab in labels if labels.count(lab) > 1})
     if duplicates:

@@ -353,8 +353,12 @@ def bench(
             spec.references.experimental_csv = str(experimental_csv.resolve())
         from harness.farm import bind_gpu, run_campaign
 
-        gpu = bind_gpu(spec.farm.gpus)  # before anything imports torch
+        from harness.templating import safe_token
+
         campaign_dir = out if out is not None else default_campaign_dir(spec)
+        # task run directories live under it and their paths go into LAMMPS inputs
+        safe_token(str(Path(campaign_dir).resolve() / "tasks"), what="campaign directory (--out)")
+        gpu = bind_gpu(spec.farm.gpus)  # before anything imports torch
         outcome = run_campaign(spec, campaign_dir=campaign_dir, retry_failed=retry_failed,
                                show_progress=not quiet, gpu=gpu)
         if outcome is None:

@@ -238,6 +238,11 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
     run_dir = Path(spec.out).resolve()
 
     # --- validation before anything is written --------------------------------------------
+    from harness.templating import safe_token
+
+    # every file LAMMPS reads or writes lives in the run directory: its path goes into the
+    # input, so it must pass the template's token check (no spaces, quotes, $, &, #, ...)
+    safe_token(str(run_dir / "structure.data"), what="run directory (--out)")
     state, old_manifest = inspect_run_dir(run_dir, spec, force=force)
     if state == "completed":
         timing = old_manifest.get("timing", {})

@@ -23,7 +23,7 @@ class SpecError(ValueError):
 class MDSpec(BaseModel):
     """One molecular-dynamics run of one structure with one potential."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     structure: str = Field(description="structure file (CIF, POSCAR, extxyz) or bundled name")
     potential: str = Field("sevennet-0", description="registered name, or family:/path/to/model")

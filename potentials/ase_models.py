@@ -7,6 +7,7 @@ downloads its checkpoint on first use (needs internet once) and is an optional i
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +58,36 @@ class CHGNetPotential(ExternalModelPotential, Potential):
                                             pinned_key=key if key in PINNED_SHA256 else None)
 
     def _model(self) -> Any:
+        import contextlib
+        import io
+
         from chgnet.model import CHGNet
 
         self._check_weights()
-        return CHGNet.load(model_name=self.model_version, verbose=False,
-                           use_device=resolve_device(self.device))
+        with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet v0.3.0 initialized ..."
+            return CHGNet.load(model_name=self.model_version, verbose=False,
+                               use_device=resolve_device(self.device))
 
     def ase_calculator(self) -> Any:
+        import contextlib
+        import io
+
         from chgnet.model.dynamics import CHGNetCalculator
 
-        return CHGNetCalculator(model=self._model(), use_device=resolve_device(self.device))
+        class QuietCHGNetCalculator(CHGNetCalculator):
+            """CHGNet's calculator without its per-process banner and the torch warning
+            it triggers on every call ("Converting a tensor with requires_grad=True to a
+            scalar"), which would otherwise flood campaign logs."""
+
+            def calculate(self, *args: Any, **kwargs: Any) -> None:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Converting a tensor with "
+                                            "requires_grad=True to a scalar")
+                    super().calculate(*args, **kwargs)
+
+        with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet will run on cpu"
+            return QuietCHGNetCalculator(model=self._model(),
+                                         use_device=resolve_device(self.device))
 
     def model_info(self) -> ModelInfo:
         from potentials.trust import file_sha256

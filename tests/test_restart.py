@@ -9,6 +9,7 @@ on CPU, and both runs go through the same chunked run sequence).
 
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -49,7 +50,20 @@ def reference(structure, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kill_at", [3, 45, 101, 150, 233])
+#: five fixed kill steps (start, inside equilibration, just after restarts, late) and three
+#: drawn at random with fixed seeds (printed in the test ids)
+KILL_STEPS = [3, 45, 101, 150, 233] + [random.Random(seed).randint(2, 235)
+                                      for seed in (11, 22, 33)]
+
+
+def analyse(run_dir):
+    from harness.analyze import run_analyze
+
+    return run_analyze(run_dir=run_dir, out=run_dir / "analysis", plots=False,
+                       temperature_K=300.0, seed=1)
+
+
+@pytest.mark.parametrize("kill_at", KILL_STEPS)
 def test_sigkill_then_rerun_is_exact(structure, reference, tmp_path, kill_at):
     out = tmp_path / "run"
     killed = harness_md(structure, out, kill_at=kill_at)
@@ -67,6 +81,10 @@ def test_sigkill_then_rerun_is_exact(structure, reference, tmp_path, kill_at):
     steps = [int(line) for line in (out / "thermo.csv").read_text().splitlines()[1:]
              for line in [line.split(",")[0]]]
     assert steps == list(range(50, 241, 10))
+    # the analysis of the stitched run is the analysis of the uninterrupted one
+    stitched, uninterrupted = analyse(out), analyse(reference)
+    for key in ("D_cm2_per_s", "D_ci95_cm2_per_s", "msd_max_A2", "n_frames", "flags"):
+        assert stitched[key] == uninterrupted[key], key
 
 
 def test_rerun_of_completed_run_does_nothing(structure, reference):
