@@ -264,6 +264,35 @@ def arrhenius(
         Console().print("\n".join(lines), highlight=False)
 
 
+@app.command("rdf-mae")
+def rdf_mae(
+    first: Path = typer.Argument(..., help="rdf.csv (or the analysis directory holding it)"),
+    second: Path = typer.Argument(..., help="the reference rdf.csv (or its directory)"),
+    r_cut_A: float = typer.Option(10.0, "--r-cut-A", help="upper integration limit"),
+) -> None:
+    """Seed 003's RDF MAE between two trajectories: int_0^r_cut |g1 - g2| dr per pair."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from analysis.errors import AnalysisInputError
+        from analysis.rdf import rdf_mae_between
+
+        paths = []
+        for path in (first, second):
+            path = path / "rdf.csv" if path.is_dir() else path
+            if not path.is_file():
+                raise AnalysisInputError(f"{path} does not exist; give rdf.csv files of "
+                                         "`harness analyze` or their directories")
+            paths.append(path)
+        try:
+            result = rdf_mae_between(paths[0], paths[1], r_cut_A=r_cut_A)
+        except (ValueError, KeyError, IndexError) as exc:
+            raise AnalysisInputError(f"cannot compare {paths[0]} and {paths[1]}: {exc}") \
+                from None
+        Console().print("\n".join(f"{pair}: {value:.4f} A" for pair, value in result.items()),
+                        highlight=False)
+
+
 def _print_transport(result: dict) -> None:
     from rich.console import Console
 

@@ -14,7 +14,8 @@ def harness(*args, cwd=None, timeout=300):
 def test_help_is_fast_and_lists_commands():
     result = harness("--help", timeout=30)
     assert result.returncode == 0
-    for command in ("md", "demo", "analyze", "build-plugins", "potentials", "export"):
+    for command in ("md", "demo", "analyze", "arrhenius", "rdf-mae", "bench", "report",
+                    "build-plugins", "potentials", "export"):
         assert command in result.stdout
 
 
@@ -74,3 +75,22 @@ def test_arrhenius_command_recovers_the_activation_energy(tmp_path):
     # one temperature is not a fit: exit 2, one line
     bad = harness("arrhenius", paths[0], timeout=120)
     assert bad.returncode == 2 and "two or more temperatures" in bad.stderr
+
+
+def test_rdf_mae_command(tmp_path):
+    import numpy as np
+
+    r = np.arange(0.025, 12.0, 0.05)
+    for name, shift in (("a", 0.0), ("b", 0.5)):
+        g_lis = np.where(r > 2.0, 1.0 + shift, 0.0)
+        table = np.column_stack([r, g_lis, np.ones_like(r)])
+        np.savetxt(tmp_path / f"{name}.csv", table, delimiter=",",
+                   header="r_A,g_Li-S,g_S-S", comments="")
+    result = harness("rdf-mae", tmp_path / "a.csv", tmp_path / "b.csv", timeout=120)
+    assert result.returncode == 0, result.stderr
+    values = dict(line.split(": ") for line in result.stdout.strip().splitlines())
+    # |g1 - g2| = 0.5 on (2, 10] A for Li-S, 0 for S-S
+    assert float(values["Li-S"].split()[0]) == pytest.approx(4.0, abs=0.03)
+    assert float(values["S-S"].split()[0]) == pytest.approx(0.0, abs=1e-12)
+    missing = harness("rdf-mae", tmp_path / "a.csv", tmp_path / "nope", timeout=120)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
