@@ -78,6 +78,11 @@ def collect(source, info: SourceInfo, *, mobile: str, frame_interval_fs: float |
     framework_index = np.flatnonzero(~mobile_mask)
     framework_elements = sorted(set(symbols[framework_index].tolist()) - set(ALKALI))
     element_index = {e: np.flatnonzero(symbols == e) for e in framework_elements}
+    # a contiguous run of mobile ions (the usual atom order) is taken as a slice: a view
+    # instead of a gathered copy of every block
+    mobile_take = (slice(int(mobile_index[0]), int(mobile_index[-1]) + 1)
+                   if mobile_index.size and mobile_index[-1] - mobile_index[0] + 1 ==
+                   mobile_index.size else mobile_index)
     fs_per_step = info.fs_per_step
     if fs_per_step is None and frame_interval_fs is None:
         raise AnalysisInputError(
@@ -156,7 +161,7 @@ def collect(source, info: SourceInfo, *, mobile: str, frame_interval_fs: float |
             skipped += int((~kept).sum())
             if not kept.any():
                 continue
-            u = unwrapped[kept]
+            u = unwrapped if kept.all() else unwrapped[kept]
             cells = block.cells[kept]
             if u0 is None:
                 u0 = u[0].copy()
@@ -166,7 +171,7 @@ def collect(source, info: SourceInfo, *, mobile: str, frame_interval_fs: float |
                 drift = disp[:, framework_index].mean(axis=1)
             else:
                 drift = np.zeros((len(u), 3))
-            mob = disp[:, mobile_index] - drift[:, None, :]
+            mob = disp[:, mobile_take] - drift[:, None, :]
             store.append(mob.astype(store.dtype))
             collective.append(mob.sum(axis=1))
             for e, idx in element_index.items():

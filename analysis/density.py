@@ -31,7 +31,7 @@ class DensityGrid:
 
     def add(self, positions: np.ndarray, cells: np.ndarray) -> None:
         """positions (k, n, 3) Cartesian (any image), cells (k, 3, 3)."""
-        frac = np.einsum("fni,fij->fnj", positions, np.linalg.inv(cells))
+        frac = np.matmul(positions, np.linalg.inv(cells))
         frac -= np.floor(frac)
         shape = np.array(self.shape)
         index = np.minimum((frac * shape).astype(np.int64), shape - 1)

@@ -89,10 +89,18 @@ class DisplacementStore:
     def in_ram_bytes(self) -> int:
         return self._ram_bytes
 
-    def atoms(self, start: int, stop: int, *, dtype=np.float64) -> np.ndarray:
-        """Displacements of atoms ``start:stop`` over all frames, shape (m, n_frames, 3)."""
+    def atoms(self, start: int, stop: int, *, dtype=np.float64,
+              out: np.ndarray | None = None) -> np.ndarray:
+        """Displacements of atoms ``start:stop`` over all frames, shape (m, n_frames, 3).
+
+        ``out`` (optional, shaped (m, n_frames, 3), any strides) receives the values
+        instead of a new array, so a caller can reuse one buffer for every atom block.
+        """
         m = stop - start
-        out = np.empty((m, self.n_frames, 3), dtype=dtype)
+        if out is None:
+            out = np.empty((m, self.n_frames, 3), dtype=dtype)
+        elif out.shape != (m, self.n_frames, 3):
+            raise ValueError(f"out has shape {out.shape}, expected {(m, self.n_frames, 3)}")
         t = 0
         for block in self._blocks:
             if isinstance(block, tuple):

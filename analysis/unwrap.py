@@ -48,9 +48,9 @@ class Unwrapper:
         cells = block.cells
         inverse = np.linalg.inv(cells)
         if block.unwrapped:
-            frac = np.einsum("fni,fij->fnj", positions, inverse)
+            frac = np.matmul(positions, inverse)
             images = np.floor(frac)
-            wrapped = positions - np.einsum("fni,fij->fnj", images, cells)
+            wrapped = positions - np.matmul(images, cells)
             mode = "images"
         elif block.images is not None:
             images = block.images.astype(float)
@@ -76,7 +76,7 @@ class Unwrapper:
                                    None if images is None else images[:-1],
                                    None if images is None else images[1:], cells[1:], inverse[1:])
         unwrapped = start[None, :, :] + np.cumsum(steps, axis=0)
-        frac_steps = np.abs(np.einsum("fni,fij->fnj", steps, inverse))
+        frac_steps = np.abs(np.matmul(steps, inverse))
         if frac_steps.size:
             self.max_step_fraction = max(self.max_step_fraction, float(frac_steps.max()))
         self._prev_wrapped = wrapped[-1].copy()
@@ -91,9 +91,9 @@ class Unwrapper:
             dn = n1 - n0
             if cell.ndim == 2:
                 return diff + dn @ cell
-            return diff + np.einsum("fni,fij->fnj", dn, cell)
+            return diff + np.matmul(dn, cell)
         if cell.ndim == 2:
             frac = diff @ inverse
             return (frac - np.rint(frac)) @ cell
-        frac = np.einsum("fni,fij->fnj", diff, inverse)
-        return np.einsum("fni,fij->fnj", frac - np.rint(frac), cell)
+        frac = np.matmul(diff, inverse)
+        return np.matmul(frac - np.rint(frac), cell)
