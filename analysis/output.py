@@ -16,7 +16,11 @@ from typing import Any, Callable
 import numpy as np
 
 
-def _atomic(path: Path, fill: Callable[[Any], None], *, binary: bool) -> Path:
+def atomic_write(path: str | Path, fill: Callable[[Any], None], *, binary: bool) -> Path:
+    """Call ``fill(handle)`` on a temporary file beside ``path``, fsync, rename into place.
+
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -37,11 +41,11 @@ def _atomic(path: Path, fill: Callable[[Any], None], *, binary: bool) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return _atomic(Path(path), lambda h: h.write(text), binary=False)
+    return atomic_write(Path(path), lambda h: h.write(text), binary=False)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
-    return _atomic(Path(path), lambda h: h.write(data), binary=True)
+    return atomic_write(Path(path), lambda h: h.write(data), binary=True)
 
 
 def _clean(value: Any) -> Any:

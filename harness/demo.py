@@ -60,6 +60,7 @@ def run_demo(*, out: Path, steps: int = DEMO_STEPS, potential: str = "sevennet-0
     say(f"  run directory: {md.run_dir} (manifest.json, in.lammps, log.lammps, thermo.csv, "
         "traj.lammpstrj, restart.*)")
     say(f"  analysis:      {analysis_dir} (transport.json, msd.csv, plots)")
-    say("\nThis demo is a few ps: far too short for a converged D. For real numbers run "
+    say(f"\nThis demo is {spec.duration_ps:.1f} ps: far too short for a converged D. "
+        "For real numbers run "
         "`harness md` for 50-100 ps per temperature (GPU) and `harness analyze`.")
     return {"md": md.manifest, "transport": transport}

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -134,17 +132,9 @@ def results_frame(campaign_dir: str | Path):
 
 
 def _atomic_parquet(df, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from analysis.output import atomic_write
+
+    return atomic_write(path, lambda handle: df.to_parquet(handle, index=False), binary=True)
 
 
 def _atomic_csv(df, path: Path) -> Path:
@@ -595,7 +585,7 @@ def plot_parity(summary, path: Path) -> Path | None:
     ax.set_ylim(lo_v, hi_v)
     del lims
     T = summary["T_eval_K"].iloc[0]
-    ax.set_xlabel(f"experimental sigma (mS/cm)")
+    ax.set_xlabel("experimental sigma (mS/cm)")
     ax.set_ylabel(f"simulated sigma({T:g} K), Arrhenius (mS/cm)")
     ax.set_title("parity; circle size = temperatures with MSD >= 20 A^2", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
@@ -768,7 +758,7 @@ def write_report(campaign_dir: str | Path, *, experimental_csv: str | None = Non
           f"structures: {', '.join(sorted(results['structure'].unique()))}.\n",
           "Metric definitions: see `harness/report.py::potential_metrics`. log10 errors are "
           "log10(simulated) - log10(reference); sigma is the Nernst-Einstein conductivity at "
-          f"T_eval from the Arrhenius fit; reliable = every temperature reached MSD >= 20 A^2.\n"]
+          "T_eval from the Arrhenius fit; reliable = every temperature reached MSD >= 20 A^2.\n"]
     md += [f"> note: {n}\n" for n in t["notes"]]
     for title, df, cols in sections:
         md.append(f"## {title}\n")

@@ -1,7 +1,6 @@
 """Real MPI: `mpirun -n 2 harness md` with domain decomposition and with the fix-external
 bridge (gather on rank 0, scatter forces by tag) must reproduce the serial run."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from ase.io import write
 from ase.spacegroup import crystal

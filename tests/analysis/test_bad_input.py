@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _analysis_helpers import FAST, write_dump_and_data
+from _analysis_helpers import write_dump_and_data
 
 from analysis.errors import AnalysisInputError, AnalysisWarning
 from analysis.readers import LammpsDumpSource, read_lammps_data
