@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,9 @@ def test_kokkos_preset_uses_nvcc_wrapper_of_the_lammps_tree(fake_lammps, tmp_pat
 # -- tools/build_lammps.sh ---------------------------------------------------------------
 def script(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                            timeout=120, check=False, env={"PATH": "/usr/bin:/bin"})
+                            timeout=120, check=False,
+                            # the venv running the tests (CI's .venv-ci, not necessarily .venv)
+                            env={"PATH": "/usr/bin:/bin", "VIRTUAL_ENV": sys.prefix})
     if check:
         assert result.returncode == 0, result.stderr
     return result
