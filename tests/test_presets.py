@@ -124,7 +124,7 @@ def test_script_syntax_and_help():
 
 
 def test_dry_run_prints_the_full_build(fake_lammps, tmp_path):
-    python = REPO / ".venv" / "bin" / "python"
+    python = Path(sys.prefix) / "bin" / "python"
     out = script("--lammps-src", str(fake_lammps), "--gpu-arch", "HOPPER90", "--jobs", "2",
                  "--python", str(python), "--build-dir", str(tmp_path / "b"), "--dry-run",
                  "-D", "PKG_OPENMP=ON").stdout
