@@ -25,7 +25,7 @@ from analysis import flags as F
 from analysis.collect import CollectSettings, collect
 from analysis.diffusion import (BayesianFit, KinisiSettings, choose_fit_window, fit_lags,
                                 kinisi_fit, loglog_exponent, ols_slope, slope_to_D_cm2_per_s)
-from analysis.errors import AnalysisInputError
+from analysis.errors import AnalysisInputError, AnalysisWarning
 from analysis.msd import all_origin_statistics, collective_statistics
 from analysis.readers import (ArraySource, AseSource, LammpsDumpSource, UniverseSource,
                               check_element, default_mobile_species)
@@ -122,9 +122,12 @@ class TransportAnalyzer:
                                   type_map=tmap, timestep_fs=timestep_fs,
                                   frame_interval_fs=manifest.get("frame_interval_fs"))
         extra = {}
-        log = run_dir / str(outputs.get("log", "log.lammps"))
-        if log.is_file() and _log_reports_lost_atoms(log):
-            extra["lost_atoms"] = f"{log.name} reports lost atoms"
+        main_log = run_dir / str(outputs.get("log", "log.lammps"))
+        # resumed segments log to log.from_<step>.lammps
+        logs = [main_log, *sorted(run_dir.glob("log.from_*.lammps"))]
+        lost = [log.name for log in logs if log.is_file() and _log_reports_lost_atoms(log)]
+        if lost:
+            extra["lost_atoms"] = f"{', '.join(lost)} report(s) lost atoms"
         if manifest.get("status") not in (None, "completed"):
             extra["run_not_completed"] = f"manifest status is {manifest.get('status')!r}"
         prov = {"input": "run_dir", "run_dir": str(run_dir), "dump": str(dump),
@@ -182,12 +185,21 @@ class TransportAnalyzer:
         if s.temperature_K is None or not np.isfinite(s.temperature_K) or s.temperature_K <= 0:
             raise AnalysisInputError("temperature unknown: pass --temperature-K T (needed for "
                                      "the Nernst-Einstein conductivity)")
+        if s.rdf_window_ps is not None:
+            lo, hi = s.rdf_window_ps
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
+                raise AnalysisInputError(f"rdf window {s.rdf_window_ps} ps must be "
+                                         "(start, end) with 0 <= start < end")
         charge = s.charge if s.charge is not None else ION_CHARGE.get(species, 1)
         frame_interval_fs = self.frame_interval_fs
         if frame_interval_fs is None and getattr(self.source, "frame_interval_fs", None):
             frame_interval_fs = self.source.frame_interval_fs
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            if s.charge is None and species not in ION_CHARGE:
+                warnings.warn(f"no formal charge known for {species}; the conductivities use "
+                              f"q = +1 (set the analysis setting charge to the ion's charge)",
+                              AnalysisWarning, stacklevel=2)
             data = collect(self.source, info, mobile=species,
                            frame_interval_fs=frame_interval_fs, settings=s.collect)
         for w in caught:
@@ -304,8 +316,9 @@ class TransportAnalyzer:
             flags.add("D_uncertain", f"95% interval [{ci[0]:.2e}, {ci[1]:.2e}] is wider than "
                       f"D = {fit.median:.2e} cm^2/s")
         if data.nan_at_frame is not None:
-            flags.add("nan_positions", f"non-finite coordinates at frame {data.nan_at_frame}; "
-                      f"only the {data.n_frames} frames before it were analysed")
+            flags.add("nan_positions", f"non-finite coordinates at frame {data.nan_at_frame} "
+                      f"of the input (counted from 0); the analysis stops before it "
+                      f"({data.n_frames} frames analysed)")
         if data.unwrap_mode == "minimum_image" and \
                 data.max_step_fraction > F.UNWRAP_MAX_STEP_FRACTION:
             flags.add("unwrap_ambiguous", f"largest frame-to-frame step "
@@ -360,7 +373,8 @@ class TransportAnalyzer:
             "source": self.provenance,
             "input_notes": list(input_warnings) + data.notes + list(info.notes),
             "methods": {
-                "msd": "all time origins, FFT (per axis), framework centre-of-mass drift "
+                "msd": "all time origins, FFT (per axis), drift of the framework atoms' mean "
+                       "position (unweighted) "
                        "removed; n_obs = n_ions (N_frames - 1) / lag (kinisi)",
                 "D": "kinisi Bayesian regression (emcee) of MSD vs lag on "
                      f"{len(lags)} lags evenly spread over the fit window; median and "
@@ -372,8 +386,8 @@ class TransportAnalyzer:
                 "sigma": "Nernst-Einstein N q^2 e^2 D / (V k_B T), V = mean cell volume",
                 "charge_diffusion": "MSCD = <|sum_i dr_i|^2> / N of the species (kinisi "
                                     "convention), D_charge = slope/6, same fit as D",
-                "haven_ratio": "D_tracer / D_charge (medians); interval from paired posterior "
-                               "samples",
+                "haven_ratio": "D_tracer / D_charge (medians); interval from the ratio of "
+                               "independently paired (shuffled) posterior samples",
                 "thresholds": F.thresholds(),
             },
             "versions": _versions(),

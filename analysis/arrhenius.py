@@ -7,8 +7,8 @@ ln D; kinisi's D posteriors are close to log-normal). Parameter covariance (X^T 
 with more than two temperatures it is multiplied by the reduced chi^2 when that exceeds 1
 (Birge ratio: scatter beyond the stated errors widens the result, never narrows it). The
 extrapolated ln D(T) has variance Var(a) + Var(b)/T^2 + 2 Cov(a, b)/T, and its 95 %
-interval is exp(ln D +- 1.96 sd). Points without an interval get equal weights and, with
-more than two points, the residual scatter as their error.
+interval is exp(ln D +- 1.96 sd). If any point lacks an interval, all points get equal
+weights and, with more than two points, the residual scatter as their error.
 
 Two temperatures (seed 003's variant) give the line through both points exactly:
 Ea = k_B ln(D2/D1) / (1/T1 - 1/T2), with the errors of the two D propagated.
@@ -75,7 +75,7 @@ def arrhenius(points: Iterable, *, T_eval_K: float = 300.0, n_ions: float | None
         else:
             T, D, *rest = p
             rows.append((float(T), float(D), rest[0] if rest else None))
-    rows.sort()
+    rows.sort(key=lambda r: (r[0], r[1]))  # the intervals (lists or None) do not compare
     if len(rows) < 2:
         raise ValueError("an Arrhenius fit needs at least two temperatures")
     T = np.array([r[0] for r in rows])

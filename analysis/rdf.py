@@ -106,7 +106,13 @@ class RDFAccumulator:
         chosen = [f for f in self.frames
                   if window_ps is None or window_ps[0] <= f[1] <= window_ps[1]]
         if not chosen:
-            raise ValueError("no RDF frames in the requested window")
+            from analysis.errors import AnalysisInputError
+
+            times = [f[1] for f in self.frames]
+            span = f"{min(times):g}-{max(times):g} ps" if times else "none"
+            raise AnalysisInputError(f"no RDF frames in the requested window {window_ps} ps "
+                                     f"(the sampled frames span {span}); choose an rdf window "
+                                     "inside the trajectory")
         n_bins = chosen[0][3].shape[-1]
         edges = np.arange(n_bins + 1) * self.dr
         shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)

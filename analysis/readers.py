@@ -530,9 +530,10 @@ class LammpsDumpSource:
             atoms = frame[header["header_len"]:]
             n_lines = atoms.count(b"\n") + (0 if atoms.endswith(b"\n") or not atoms.strip() else 1)
             if last and atoms.strip() and not atoms.endswith(b"\n"):
-                tail = atoms.rstrip().rsplit(b"\n", 1)[-1]
-                if len(tail.split()) < len(layout.columns):
-                    n_lines -= 1  # the file ends inside an atom line
+                # LAMMPS ends every atom line with a newline: a file that does not end with
+                # one was cut inside its last line, even when that line still has every column
+                # (an image flag -12 cut to -1 would read as a valid, wrong number)
+                n_lines -= 1
             if n_lines < n:
                 if last:
                     self._warn(f"{self.path}: the last frame (TIMESTEP {header['step']}) is "
@@ -685,7 +686,13 @@ class UniverseSource:
             check_element(str(s), what="atom element of the Universe")
         fs = self.frame_interval_fs
         if fs is None:
-            dt_ps = getattr(self.universe.trajectory, "dt", None)
+            # formats without a time record make MDAnalysis return dt = 1 ps with a warning:
+            # that default is not information, so it is treated as none
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                dt_ps = getattr(self.universe.trajectory, "dt", None)
+            if any("dt" in str(w.message) for w in caught):
+                dt_ps = None
             fs = None if dt_ps is None else float(dt_ps) * 1000.0
         return SourceInfo(symbols=symbols, fs_per_step=fs,
                           description=f"MDAnalysis Universe {self.universe}",

@@ -17,7 +17,13 @@ rattled by 0.05 A, velocities at 600 K, NVE, 1 fs):
 Reported per entry: ms/step, atom-steps/s, ``speedup_vs_ase`` (ASE ms / this ms) and
 ``cost_vs_bare`` (this ms / bare ms; the goal for ``native`` is <= 1.10). Timed sections
 exclude start-up: LAMMPS runs ``run W`` first and then times ``run N pre no post no``
-(no extra setup force call); ASE runs ``W`` steps first.
+(no extra setup force call); ASE runs ``W`` steps first. Only LAMMPS computes the virial on
+thermo steps, and ``fix external`` asks the ASE calculator for stress on every call (what the
+route costs); ASE MD and ``bare`` ask for energy and forces only.
+
+Each measurement is ``--repeats`` timed windows of ``--steps`` steps after the same number
+of untimed calls for every method (``--warmup`` steps + the initial force call); ms/step is
+the median window.
 
 ``--concurrent N`` also measures N independent small cells run at the same time (N
 processes, as N ranks of the task farm sharing one device) against one at a time, each
@@ -119,7 +125,8 @@ def cell(nominal: int) -> Any:
 
 
 # -- timed methods ----------------------------------------------------------------------------
-def time_ase(calculator: Any, atoms: Any, *, steps: int, warmup: int) -> float:
+def time_ase(calculator: Any, atoms: Any, *, steps: int, warmup: int,
+             repeats: int = 1) -> list[float]:
     from ase import units
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.md.verlet import VelocityVerlet
@@ -129,15 +136,19 @@ def time_ase(calculator: Any, atoms: Any, *, steps: int, warmup: int) -> float:
     MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE_K,
                                  rng=np.random.default_rng(SEED))
     dyn = VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs)
-    dyn.run(warmup)
-    start = time.perf_counter()
-    dyn.run(steps)
-    return time.perf_counter() - start
+    dyn.run(warmup)  # warmup + 1 force calls, as LAMMPS' `run warmup`
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dyn.run(steps)
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def time_lammps(potential: Any, atoms: Any, *, steps: int, warmup: int, workdir: Path,
-                start_at: float | None = None) -> tuple[float, float, float]:
-    """(seconds, t_start, t_end) of ``run steps`` after ``run warmup``."""
+                start_at: float | None = None,
+                repeats: int = 1) -> tuple[list[float], float, float]:
+    """(seconds of each repeat, t_start, t_end) of ``run steps`` after ``run warmup``."""
     from mpi4py import MPI
 
     from harness.engine import LammpsEngine
@@ -159,45 +170,54 @@ def time_lammps(potential: Any, atoms: Any, *, steps: int, warmup: int, workdir:
                          f"thermo {10 * (steps + warmup + 1)}", f"run {warmup}"])
         if start_at is not None:
             time.sleep(max(0.0, start_at - time.time()))
-        t0, start = time.time(), time.perf_counter()
-        engine.command(f"run {steps} pre no post no")
-        seconds = time.perf_counter() - start
-        return seconds, t0, t0 + seconds
+        t0, seconds = time.time(), []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            engine.command(f"run {steps} pre no post no")
+            seconds.append(time.perf_counter() - start)
+        return seconds, t0, t0 + sum(seconds)
 
 
-def time_bare(call: Callable[[], None], *, steps: int, warmup: int) -> float:
-    for _ in range(warmup):
+def time_bare(call: Callable[[], None], *, steps: int, warmup: int,
+              repeats: int = 1) -> list[float]:
+    for _ in range(warmup + 1):  # as many untimed calls as the MD drivers make
         call()
-    start = time.perf_counter()
-    for _ in range(steps):
-        call()
-    return time.perf_counter() - start
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            call()
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def measure(model: str, nominal: int, method: str, *, steps: int, warmup: int, device: str,
-            workdir: Path) -> dict[str, Any]:
+            workdir: Path, repeats: int = 3) -> dict[str, Any]:
     atoms = cell(nominal)
     entry: dict[str, Any] = {"model": model, "method": method, "nominal_atoms": nominal,
                              "n_atoms": len(atoms), "supercell": list(SUPERCELLS[nominal]),
-                             "steps": steps, "warmup_steps": warmup}
+                             "steps": steps, "warmup_steps": warmup, "repeats": repeats}
     route = "native" if method == "native" else "external"
     potential = make_potential(model, route=route, device=device)
     if method in ("ase", "bare"):
         calculator = potential.ase_calculator()
-        seconds = (time_ase(calculator, atoms, steps=steps, warmup=warmup) if method == "ase"
+        seconds = (time_ase(calculator, atoms, steps=steps, warmup=warmup, repeats=repeats)
+                   if method == "ase"
                    else time_bare(bare_call(model, calculator, atoms), steps=steps,
-                                  warmup=warmup))
+                                  warmup=warmup, repeats=repeats))
     else:
         workdir.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             seconds, _, _ = time_lammps(potential, atoms, steps=steps, warmup=warmup,
-                                        workdir=workdir)
+                                        workdir=workdir, repeats=repeats)
         entry["lammps_lines"] = [line for line in potential.lammps_setup(
             type_elements=sorted(set(atoms.get_chemical_symbols())), workdir=workdir,
             nranks=1).lines]
-    entry["ms_per_step"] = 1000.0 * seconds / steps
-    entry["atom_steps_per_s"] = len(atoms) * steps / seconds
+    # the median of the repeats: robust to one disturbed window on a shared machine
+    entry["ms_per_step_repeats"] = [1000.0 * t / steps for t in seconds]
+    entry["ms_per_step"] = float(np.median(entry["ms_per_step_repeats"]))
+    entry["atom_steps_per_s"] = 1000.0 * len(atoms) / entry["ms_per_step"]
     entry["status"] = "ok"
     return entry
 
@@ -212,8 +232,9 @@ def worker_main(args: argparse.Namespace) -> None:
     potential = make_potential(args.model, route=args.route, device=args.device)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        seconds, t0, t1 = time_lammps(potential, atoms, steps=args.steps, warmup=args.warmup,
-                                      workdir=Path(tmp), start_at=args.start_at)
+        (seconds,), t0, t1 = time_lammps(potential, atoms, steps=args.steps,
+                                         warmup=args.warmup, workdir=Path(tmp),
+                                         start_at=args.start_at)
     Path(args.worker_json).write_text(json.dumps(
         {"seconds": seconds, "t_start": t0, "t_end": t1, "n_atoms": len(atoms),
          "steps": args.steps, "threads": args.threads}))
@@ -306,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
                         choices=sorted(SUPERCELLS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--steps", type=int, default=20, help="timed steps (per measurement)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed steps first (TorchScript specialises on early calls)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed windows per measurement; ms/step is their median")
     parser.add_argument("--sevennet-steps", type=int, default=None,
                         help="timed steps for SevenNet (slower); default --steps")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -341,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"structure": "Li6PS5Cl (bundled) supercells, rattled 0.05 A",
                      "ensemble": "NVE velocity Verlet", "timestep_fs": TIMESTEP_FS,
                      "temperature_K": TEMPERATURE_K, "steps": args.steps,
-                     "warmup": args.warmup, "neighbor_skin_A": 1.0, "mpi_ranks": 1},
+                     "warmup": args.warmup, "repeats": args.repeats,
+                     "neighbor_skin_A": 1.0, "mpi_ranks": 1},
         "results": [],
     }
     out = args.out
@@ -363,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                         try:
                             entry = measure(model, nominal, method, steps=steps,
                                             warmup=args.warmup, device=device,
-                                            workdir=Path(tmp) / f"{model}-{nominal}-{method}")
+                                            workdir=Path(tmp) / f"{model}-{nominal}-{method}",
+                                            repeats=args.repeats)
                         except Exception as exc:  # recorded, the benchmark goes on
                             entry = {"model": model, "method": method, "nominal_atoms": nominal,
                                      "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
@@ -378,14 +404,19 @@ def main(argv: list[str] | None = None) -> int:
         report["concurrency"] = []
         for model in args.models:
             print(f"{model} concurrency x{args.concurrent} ...", file=sys.stderr, flush=True)
-            try:
-                report["concurrency"].append(concurrency(
-                    args.concurrent, model=model, size=min(args.sizes),
-                    steps=args.concurrent_steps, warmup=args.warmup, device=device,
-                    route="native"))
-            except Exception as exc:
+            failures = []
+            for route in ("native", "external"):  # external when the plugin is unavailable
+                try:
+                    report["concurrency"].append(concurrency(
+                        args.concurrent, model=model, size=min(args.sizes),
+                        steps=args.concurrent_steps, warmup=args.warmup, device=device,
+                        route=route))
+                    break
+                except Exception as exc:
+                    failures.append(f"{route}: {type(exc).__name__}: {exc}")
+            else:
                 report["concurrency"].append({"model": model, "status": "failed",
-                                              "reason": f"{type(exc).__name__}: {exc}"})
+                                              "reason": "; ".join(failures)})
     report["finished"] = datetime.now(timezone.utc).isoformat()
     text = json.dumps(report, indent=1) + "\n"
     if out:

@@ -56,12 +56,14 @@ def run_analyze(*, run_dir=None, dump=None, data=None, trajectory=None, species=
     else:
         trajectory = Path(trajectory)
         frame_interval = frame_interval_fs
-        if frame_interval is None and timestep_fs is not None:
-            frame_interval = timestep_fs  # one MD step per stored frame
         if frame_interval is None:
+            # --timestep-fs is not taken as the frame interval: an XDATCAR written every
+            # NBLOCK steps would give a D NBLOCK times too large
             raise AnalysisInputError(
                 "missing timestep information: pass --frame-interval-fs (time between the "
-                "stored frames, e.g. POTIM x NBLOCK for a VASP XDATCAR)")
+                "stored frames, e.g. POTIM x NBLOCK for a VASP XDATCAR)"
+                + ("; --timestep-fs is for LAMMPS dumps, whose TIMESTEP values count steps"
+                   if timestep_fs is not None else ""))
         analyzer = TransportAnalyzer.from_ase(trajectory, frame_interval_fs=frame_interval,
                                               format=trajectory_format, **settings)
         default_out = trajectory.parent / f"analysis_{trajectory.stem}"

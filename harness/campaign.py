@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.spec import MDSpec, SpecError, _format_errors, load_yaml
+from harness.spec import MDSpec, Route, SpecError, _format_errors, load_yaml
 
 #: keys of MDSpec that a campaign sets itself for every task (not overridable)
 TASK_OWNED_KEYS = ("structure", "potential", "temperature_K", "seed", "out")
@@ -186,7 +186,7 @@ class PotentialEntry(BaseModel):
 
     name: str = Field(description="registered name or family:/path/model")
     label: str | None = Field(None, description="short label for task IDs and tables")
-    route: Literal["auto", "native", "external"] | None = None
+    route: Route | None = None
     device: Literal["auto", "cpu", "cuda"] | None = None
 
 
@@ -524,6 +524,21 @@ def expand_tasks(spec: CampaignSpec, *, campaign_dir: str | Path) -> list[Task]:
                                       replica=replica, seed=seed,
                                       md=md_spec.model_dump(mode="json"),
                                       analysis=analysis.model_dump(mode="json")))
+    seen: dict[str, Task] = {}
+    for task in tasks:
+        if task.task_id in seen:
+            first = seen[task.task_id]
+            raise SpecError(
+                f"two tasks would share the ID {task.task_id} (temperatures "
+                f"{first.temperature_K!r} K and {task.temperature_K!r} K of {task.structure}, "
+                f"potential {task.potential_label}): list each temperature once (IDs keep 6 "
+                "significant digits of the temperature)")
+        seen[task.task_id] = task
+    ref_pot = spec.references.reference_potential
+    if ref_pot is not None and ref_pot not in {potential_label(p) for p in potentials}:
+        raise SpecError(f"references.reference_potential {ref_pot!r} is not a potential of this "
+                        f"campaign; its labels: "
+                        f"{', '.join(potential_label(p) for p in potentials)}")
     if errors:
         shown = "\n".join(errors[:5])
         more = f"\n(and {len(errors) - 5} more)" if len(errors) > 5 else ""

@@ -35,6 +35,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -574,6 +575,16 @@ def run_campaign(spec: CampaignSpec | None, *, campaign_dir: str | Path, retry_f
     my_group = next((g for g in groups if rank in g), None)
     color = groups.index(my_group) if my_group else MPI.UNDEFINED
     group_comm = world.Split(color, rank)
+    if rank == 0 and size > 1:
+        idle = [r for r in range(size) if not any(r in g for g in groups)]
+        if groups and len(groups[0]) < settings[0]:
+            warnings.warn(f"farm.ranks_per_task is {settings[0]} but only {len(groups[0])} "
+                          f"rank(s) can work per task under mpirun -n {size}; LAMMPS "
+                          "decomposes each task over that many ranks (trajectories differ "
+                          "from a run with another decomposition)", RuntimeWarning, stacklevel=2)
+        if idle and not (idle == [0] and not settings[1]):
+            warnings.warn(f"rank(s) {idle} get no tasks: mpirun -n {size} is not a multiple of "
+                          f"farm.ranks_per_task {settings[0]}", RuntimeWarning, stacklevel=2)
     try:
         if rank == 0:
             return _run_rank0(spec, world=world, group_comm=group_comm, groups=groups,
@@ -586,6 +597,17 @@ def run_campaign(spec: CampaignSpec | None, *, campaign_dir: str | Path, retry_f
         else:
             _member_loop(group_comm, campaign_dir=campaign_dir, gpu=gpu)
         return None
+    except Exception as exc:
+        if size > 1 and not getattr(exc, "farm_stopped", False):
+            # a task's own failures are recorded by run_task; what escapes it (disk full,
+            # permissions, a bug) leaves the other ranks waiting on this one forever: end the
+            # whole job instead. Finished tasks are on disk; the same command resumes.
+            sys.stderr.write(f"harness bench: rank {rank} stopped on {type(exc).__name__}: "
+                             f"{exc}\nending all {size} ranks; finished tasks are kept and "
+                             "the same command resumes the campaign\n")
+            sys.stderr.flush()
+            world.Abort(1)
+        raise
     finally:
         if group_comm != MPI.COMM_NULL:
             group_comm.Free()
@@ -654,6 +676,10 @@ def _run_rank0(spec: CampaignSpec, *, world: Any, group_comm: Any, groups: list[
                 _safe_assemble(report, campaign_dir, display)
                 last_assembly = time.perf_counter()
     if error is not None:
+        try:
+            error.farm_stopped = True  # every worker was sent STOP: a clean error, no abort
+        except AttributeError:  # pragma: no cover - an exception type with __slots__
+            pass
         raise error
     outputs = report.assemble(campaign_dir)
     return CampaignOutcome(campaign_dir=campaign_dir, total=len(tasks), skipped=skipped,

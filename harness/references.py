@@ -167,7 +167,18 @@ def analyse_reference_trajectories(entries: list[dict[str, Any]], *, out_dir: st
             if key not in entry:
                 raise ReferenceError(f"reference trajectory entry {entry} lacks '{key}'")
         T = float(entry["temperature_K"])
-        out = Path(out_dir) / f"{entry['structure']}__T{T:g}__{Path(entry['path']).name}"
+        # the cache key holds the resolved path and every analysis setting: two vasprun.xml of
+        # one structure and temperature, or a changed fit window, never share a result
+        import hashlib
+
+        key = json.dumps({"path": str(Path(entry["path"]).resolve()), "T": T, "seed": seed,
+                          **{k: entry.get(k) for k in ("frame_interval_fs", "species",
+                                                       "fit_start_ps", "fit_end_ps",
+                                                       "analysis_start_ps", "format")}},
+                         sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        out = Path(out_dir) / (f"{entry['structure']}__T{T:g}__{Path(entry['path']).name}"
+                               f"__{digest}")
         cached = out / "transport.json"
         if cached.is_file():
             transport = json.loads(cached.read_text())

@@ -17,7 +17,7 @@ A *route* is how a model's energies and forces get into LAMMPS:
 Every adapter lists the routes its family has and a probe for each; :func:`select_route`
 returns the first available one in :data:`ROUTES` order (``route: auto``) or checks the
 one the user forced (``--route native|mliap|external``), failing with the probe's reason.
-The :class:`RouteDecision` goes into the run manifest (``potential.route_selection``).
+The :class:`RouteDecision` goes into the run manifest (``potential.extra.route_selection``).
 """
 
 from __future__ import annotations

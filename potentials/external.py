@@ -98,9 +98,11 @@ class AseExternalBridge:
             symbols = [self.type_elements[t - 1] for t in all_types]
             atoms = Atoms(symbols=symbols, positions=all_pos, cell=cell, pbc=True)
             atoms.calc = self.calculator
+            # stress first: calculators that compute the virial only when asked for it
+            # (MaceTorchScriptCalculator) then return energy and forces from the same call
+            stress = np.asarray(atoms.get_stress(voigt=True), dtype=float)
             energy = float(atoms.get_potential_energy())
             forces_sorted = np.asarray(atoms.get_forces(), dtype=float)
-            stress = np.asarray(atoms.get_stress(voigt=True), dtype=float)
             virial = stress_to_lammps_virial(stress, abs(np.linalg.det(cell)))
             forces_by_tag = np.zeros((int(all_tags.max()) + 1, 3))
             forces_by_tag[all_tags[order]] = forces_sorted

@@ -183,7 +183,10 @@ class MaceTorchScriptCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a cell periodic in x, y and z")
         data = self.graph(self.atoms)
         local = torch.ones(len(self.atoms), dtype=self.dtype, device=self.device)
-        out = self.model(data, local, compute_virials=periodic)
+        # the virial costs a second derivative path: only when stress is asked for (MD in ASE
+        # asks for forces only; fix external asks for stress, energy and forces in one call)
+        want_stress = periodic and "stress" in properties
+        out = self.model(data, local, compute_virials=want_stress)
         energy = float(out["total_energy_local"].detach().sum())
         self.results = {
             "energy": energy,
@@ -191,7 +194,7 @@ class MaceTorchScriptCalculator(Calculator):
             "energies": out["node_energy"].detach().cpu().numpy().astype(float),
             "forces": out["forces"].detach().cpu().numpy().astype(float),
         }
-        if periodic:
+        if want_stress:
             virial = out["virials"].detach().cpu().numpy().reshape(3, 3).astype(float)
             stress = -virial / self.atoms.get_volume()
             self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]

@@ -88,6 +88,15 @@ def test_unknown_and_owned_keys_are_rejected(tmp_path):
         expand_tasks(spec_of(md={"timestep_fs": -1}), campaign_dir=tmp_path)
     with pytest.raises(SpecError, match="unique"):
         expand_tasks(spec_of(potentials=["lj-test", "lj-test"]), campaign_dir=tmp_path)
+    # temperatures that print alike would share a run directory
+    with pytest.raises(SpecError, match="share the ID Li3N__lj-test__T500__r0"):
+        expand_tasks(spec_of(temperatures_K=[500, 500.0000001]), campaign_dir=tmp_path)
+    with pytest.raises(SpecError, match="reference_potential 'lj'.*lj-test"):
+        expand_tasks(spec_of(references={"reference_potential": "lj"}), campaign_dir=tmp_path)
+    # every MD route may be forced per potential, mliap included
+    forced = expand_tasks(spec_of(potentials=[{"name": "lj-test", "route": "mliap"}]),
+                          campaign_dir=tmp_path)
+    assert forced[0].md["route"] == "mliap" and forced[0].potential_label == "lj-test-mliap"
 
 
 def test_seeds_are_stable_and_shared_across_potentials(tmp_path):

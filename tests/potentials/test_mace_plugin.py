@@ -241,9 +241,13 @@ def test_runs_without_log_file_and_names_bad_input(mace_plugin, tmp_path):
         lmp.command("pair_style mace")
         lmp.command(f"pair_coeff * * {TINY_MODEL_FILE} {' '.join(type_elements)}")
         lmp.command("run 0")
-        assert np.isfinite(lmp.get_thermo("pe"))
+        pe = lmp.get_thermo("pe")
+        assert np.isfinite(pe)
         with pytest.raises(Exception, match="does not cover O"):
             lmp.command(f"pair_coeff * * {TINY_MODEL_FILE} {' '.join(type_elements[:-1])} O")
+        # a failed pair_coeff changes nothing: the next run uses the last valid model and map
+        lmp.command("run 0")
+        assert lmp.get_thermo("pe") == pe
         with pytest.raises(Exception, match="one per atom type"):
             lmp.command(f"pair_coeff * * {TINY_MODEL_FILE} Li")
         with pytest.raises(Exception, match="unknown argument 'fast'"):

@@ -182,59 +182,93 @@ void PairMACEPlugin::coeff(int narg, char **arg)
   if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "pair_coeff for mace must be 'pair_coeff * * model-lammps.pt El_1 ...'");
 
-  model_file = arg[2];
+  // Everything is loaded and checked into locals first and committed only when the whole
+  // pair_coeff is valid: a failed pair_coeff (raised as a Python exception through the library
+  // interface) must not leave a half-replaced model or type map behind for the next run.
+  const std::string new_file = arg[2];
   select_device();
+  torch::jit::Module new_wrapper, new_model;
+  torch::Dtype new_dtype = torch::kFloat64;
+  torch::Tensor new_head;
+  double new_r_max = 0.0;
+  int new_num_interactions = 0;
+  std::vector<int64_t> new_numbers;
   try {
-    wrapper = torch::jit::load(model_file, device);
+    new_wrapper = torch::jit::load(new_file, device);
   } catch (const std::exception &exc) {
     error->all(FLERR,
                "pair_style mace: cannot load TorchScript file {}: {}. It must be a MACE LAMMPS "
                "export (mace-torch create_lammps_model / harness export mace)",
-               model_file, utils::split_lines(exc.what())[0]);
+               new_file, utils::split_lines(exc.what())[0]);
   }
   for (const char *name : {"atomic_numbers", "r_max", "num_interactions", "head", "model"}) {
-    if (!wrapper.hasattr(name))
+    if (!new_wrapper.hasattr(name))
       error->all(FLERR,
                  "pair_style mace: {} has no attribute '{}'; it is not a mace-torch LAMMPS "
                  "export (LAMMPS_MACE wrapper)",
-                 model_file, name);
+                 new_file, name);
   }
-  wrapper.eval();
-  model = wrapper.attr("model").toModule();
-  for (auto p : wrapper.parameters()) p.set_requires_grad(false);
-  dtype = torch::kFloat64;
-  for (const auto &p : wrapper.parameters()) {
-    if (p.is_floating_point()) {
-      dtype = p.scalar_type();
-      break;
+  try {
+    new_wrapper.eval();
+    new_model = new_wrapper.attr("model").toModule();
+    for (auto p : new_wrapper.parameters()) p.set_requires_grad(false);
+    for (const auto &p : new_wrapper.parameters()) {
+      if (p.is_floating_point()) {
+        new_dtype = p.scalar_type();
+        break;
+      }
     }
+    new_head = new_wrapper.attr("head").toTensor().to(device);
+    new_r_max = new_wrapper.attr("r_max").toTensor().item<double>();
+    new_num_interactions =
+        static_cast<int>(new_wrapper.attr("num_interactions").toTensor().item<int64_t>());
+    auto numbers =
+        new_wrapper.attr("atomic_numbers").toTensor().to(torch::kCPU).to(torch::kInt64);
+    new_numbers.assign(numbers.data_ptr<int64_t>(),
+                       numbers.data_ptr<int64_t>() + numbers.numel());
+  } catch (const std::exception &exc) {
+    error->all(FLERR,
+               "pair_style mace: {} has malformed LAMMPS_MACE attributes ({}); re-export it "
+               "with mace-torch create_lammps_model / harness export mace",
+               new_file, utils::split_lines(exc.what())[0]);
   }
-  if (dtype != torch::kFloat64 && dtype != torch::kFloat32)
+  if (new_dtype != torch::kFloat64 && new_dtype != torch::kFloat32)
     error->all(FLERR, "pair_style mace: model parameters are {}, only float32/float64 supported",
-               std::string(c10::toString(dtype)));
-  head = wrapper.attr("head").toTensor().to(device);
-  r_max = wrapper.attr("r_max").toTensor().item<double>();
-  num_interactions = static_cast<int>(wrapper.attr("num_interactions").toTensor().item<int64_t>());
-  auto numbers = wrapper.attr("atomic_numbers").toTensor().to(torch::kCPU).to(torch::kInt64);
-  model_numbers.assign(numbers.data_ptr<int64_t>(), numbers.data_ptr<int64_t>() + numbers.numel());
-  model_loaded = true;
+               std::string(c10::toString(new_dtype)));
+  if (new_numbers.empty() || !(new_r_max > 0.0) || new_num_interactions < 1)
+    error->all(FLERR,
+               "pair_style mace: {} declares {} species, r_max {} and {} interaction layers; "
+               "not a usable MACE export",
+               new_file, new_numbers.size(), new_r_max, new_num_interactions);
 
-  type_species.assign(ntypes + 1, -1);
+  std::vector<int> new_type_species(ntypes + 1, -1);
   for (int itype = 1; itype <= ntypes; ++itype) {
     const std::string symbol = arg[2 + itype];
     const int z = atomic_number(symbol);
     if (z == 0)
       error->all(FLERR, "pair_coeff for mace: '{}' (type {}) is not an element symbol", symbol,
                  itype);
-    auto it = std::find(model_numbers.begin(), model_numbers.end(), static_cast<int64_t>(z));
-    if (it == model_numbers.end()) {
+    auto it = std::find(new_numbers.begin(), new_numbers.end(), static_cast<int64_t>(z));
+    if (it == new_numbers.end()) {
       std::string covered;
-      for (auto zz : model_numbers) covered += std::string(" ") + symbol_of(zz);
+      for (auto zz : new_numbers) covered += std::string(" ") + symbol_of(zz);
       error->all(FLERR, "pair_coeff for mace: the model does not cover {} (type {}); it covers:{}",
                  symbol, itype, covered);
     }
-    type_species[itype] = static_cast<int>(it - model_numbers.begin());
+    new_type_species[itype] = static_cast<int>(it - new_numbers.begin());
   }
+
+  // commit
+  model_file = new_file;
+  wrapper = new_wrapper;
+  model = new_model;
+  dtype = new_dtype;
+  head = new_head;
+  r_max = new_r_max;
+  num_interactions = new_num_interactions;
+  model_numbers = std::move(new_numbers);
+  type_species = std::move(new_type_species);
+  model_loaded = true;
   for (int i = 1; i <= ntypes; ++i)
     for (int j = i; j <= ntypes; ++j) setflag[i][j] = 1;
 
@@ -272,6 +306,12 @@ PairMACEPlugin::Mode PairMACEPlugin::resolve_mode()
 void PairMACEPlugin::init_style()
 {
   if (!model_loaded) error->all(FLERR, "pair_style mace: pair_coeff * * model.pt ... is missing");
+  for (int itype = 1; itype <= atom->ntypes; ++itype)
+    if (itype >= static_cast<int>(type_species.size()) || type_species[itype] < 0)
+      error->all(FLERR,
+                 "pair_style mace: atom type {} has no element (the number of atom types "
+                 "changed after pair_coeff?); re-issue pair_coeff * * model.pt El_1 ...",
+                 itype);
   if (force->newton_pair == 0)
     error->all(FLERR, "pair_style mace requires newton pair on (ghost forces are "
                       "reverse-communicated)");
