@@ -453,24 +453,34 @@ class TransportResults:
                 comment=f"partial RDFs g_AB(r), {self.rdf.n_frames} frames between "
                         f"{self.rdf.window_ps[0]:.3f} and {self.rdf.window_ps[1]:.3f} ps"))
         written += write_density(out, self.reference_atoms, self.density, output.write_text)
+        plot_error = None
         if plots:
-            from analysis import plotting
+            # the numbers do not depend on the figures: a plotting failure (a matplotlib
+            # backend, a font) is reported, and transport.json is still written with the data
+            try:
+                from analysis import plotting
 
-            written.append(plotting.plot_msd(
-                out / "msd.png", time_ps=self.time_ps, msd_axes=self.msd_axes,
-                window_ps=s["fit_window_ps"],
-                slope_samples_A2_per_ps=self.fit.samples_cm2_per_s * 6e4,
-                intercept_samples_A2=self.fit.intercept_samples_A2, ols=self.ols,
-                species=s["species"],
-                D_text=f"D = {s['D_cm2_per_s']:.3e} cm^2/s (95% CI "
-                       f"{s['D_ci95_cm2_per_s'][0]:.2e}..{s['D_ci95_cm2_per_s'][1]:.2e}), "
-                       f"T = {s['temperature_K']:g} K"))
-            written.append(plotting.plot_vanhove(out / "vanhove.png", self_part=self.vanhove_self,
-                                                 distinct_part=self.vanhove_distinct,
-                                                 species=s["species"]))
-            if self.rdf is not None:
-                written.append(plotting.plot_rdf(out / "rdf.png", rdf=self.rdf))
+                written.append(plotting.plot_msd(
+                    out / "msd.png", time_ps=self.time_ps, msd_axes=self.msd_axes,
+                    window_ps=s["fit_window_ps"],
+                    slope_samples_A2_per_ps=self.fit.samples_cm2_per_s * 6e4,
+                    intercept_samples_A2=self.fit.intercept_samples_A2, ols=self.ols,
+                    species=s["species"],
+                    D_text=f"D = {s['D_cm2_per_s']:.3e} cm^2/s (95% CI "
+                           f"{s['D_ci95_cm2_per_s'][0]:.2e}..{s['D_ci95_cm2_per_s'][1]:.2e}), "
+                           f"T = {s['temperature_K']:g} K"))
+                written.append(plotting.plot_vanhove(
+                    out / "vanhove.png", self_part=self.vanhove_self,
+                    distinct_part=self.vanhove_distinct, species=s["species"]))
+                if self.rdf is not None:
+                    written.append(plotting.plot_rdf(out / "rdf.png", rdf=self.rdf))
+            except Exception as exc:  # noqa: BLE001 - see above
+                plot_error = f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"plots not written ({plot_error}); the data files are",
+                              AnalysisWarning, stacklevel=2)
         summary = dict(self.summary)
+        if plot_error is not None:
+            summary["plot_error"] = plot_error
         summary["outputs"] = sorted(p.name for p in written) + ["transport.json"]
         written.append(output.write_json(out / "transport.json", summary))
         return written

@@ -193,3 +193,20 @@ def test_cli_exits_non_zero_with_one_line(tmp_path, small):
     assert result.exit_code == 2
     assert "empty" in result.output
     assert "Traceback" not in result.output
+
+
+def test_plot_failure_keeps_the_numbers(tmp_path, small, monkeypatch):
+    import analysis.plotting
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no usable matplotlib backend")
+
+    monkeypatch.setattr(analysis.plotting, "plot_msd", broken)
+    traj, dump, data = small
+    with pytest.warns(AnalysisWarning, match="plots not written"):
+        result = _run(dump, data, tmp_path / "out", plots=True, fit_start_ps=0.5,
+                      fit_end_ps=2.5)
+    saved = json.loads((tmp_path / "out" / "transport.json").read_text())
+    assert saved["D_cm2_per_s"] == result["D_cm2_per_s"] > 0
+    assert "no usable matplotlib backend" in saved["plot_error"]
+    assert (tmp_path / "out" / "msd.csv").is_file()
