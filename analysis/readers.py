@@ -686,12 +686,12 @@ class UniverseSource:
             check_element(str(s), what="atom element of the Universe")
         fs = self.frame_interval_fs
         if fs is None:
-            # formats without a time record make MDAnalysis return dt = 1 ps with a warning:
-            # that default is not information, so it is treated as none
+            # formats without a time record make MDAnalysis return dt = 1 ps with the warning
+            # "Reader has no dt information, set to 1.0 ps": that default is treated as none
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 dt_ps = getattr(self.universe.trajectory, "dt", None)
-            if any("dt" in str(w.message) for w in caught):
+            if any("no dt information" in str(w.message) for w in caught):
                 dt_ps = None
             fs = None if dt_ps is None else float(dt_ps) * 1000.0
         return SourceInfo(symbols=symbols, fs_per_step=fs,

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -169,8 +170,6 @@ def analyse_reference_trajectories(entries: list[dict[str, Any]], *, out_dir: st
         T = float(entry["temperature_K"])
         # the cache key holds the resolved path and every analysis setting: two vasprun.xml of
         # one structure and temperature, or a changed fit window, never share a result
-        import hashlib
-
         key = json.dumps({"path": str(Path(entry["path"]).resolve()), "T": T, "seed": seed,
                           **{k: entry.get(k) for k in ("frame_interval_fs", "species",
                                                        "fit_start_ps", "fit_end_ps",

@@ -24,9 +24,9 @@ def now_iso() -> str:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    from analysis.output import atomic_write
+    from analysis.output import write_text
 
-    return atomic_write(Path(path), lambda handle: handle.write(text), binary=False)
+    return write_text(path, text)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

@@ -319,3 +319,38 @@ def test_summary_metrics_and_report_from_known_numbers(tmp_path):
     html = paths["report_html"].read_text()
     assert "parity_sigma.png" in html and "arrhenius_Li3N.png" in html
     assert (tmp_path / "report" / "parity_sigma.png").stat().st_size > 1000
+
+
+def test_reference_trajectories_cache_per_file_and_settings(tmp_path):
+    """Two AIMD files of one name, structure and T, or changed fit settings, never share a
+    cached analysis; the same entry again is read from the cache."""
+    from ase import Atoms
+    from ase.io import write
+
+    from analysis.synthetic import brownian
+    from harness.references import analyse_reference_trajectories
+
+    paths = []
+    for k, D in enumerate((0.05, 0.5)):
+        traj = brownian(n_ions=8, n_frames=150, frame_interval_ps=0.1, D_A2_per_ps=D,
+                        n_framework=4, box_A=8.0, seed=k)
+        wrapped, _ = traj.wrapped()
+        path = tmp_path / f"run{k}" / "traj.extxyz"
+        path.parent.mkdir()
+        write(str(path), [Atoms(traj.symbols, positions=wrapped[f], cell=traj.cells[f],
+                                pbc=True) for f in range(len(wrapped))], format="extxyz")
+        paths.append(path)
+    entry = {"structure": "Li3N", "temperature_K": 600.0, "frame_interval_fs": 100.0,
+             "fit_start_ps": 1.0, "fit_end_ps": 10.0}
+    out = tmp_path / "refs"
+    slow, fast = analyse_reference_trajectories(
+        [{**entry, "path": str(paths[0])}, {**entry, "path": str(paths[1])}], out_dir=out)
+    assert slow["analysis_dir"] != fast["analysis_dir"]
+    assert fast["D_cm2_per_s"] > 3 * slow["D_cm2_per_s"]
+    refit, = analyse_reference_trajectories([{**entry, "path": str(paths[0]),
+                                              "fit_end_ps": 5.0}], out_dir=out)
+    assert refit["analysis_dir"] not in (slow["analysis_dir"], fast["analysis_dir"])
+    cached = Path(slow["analysis_dir"]) / "transport.json"
+    stamp = cached.stat().st_mtime_ns
+    again, = analyse_reference_trajectories([{**entry, "path": str(paths[0])}], out_dir=out)
+    assert again == slow and cached.stat().st_mtime_ns == stamp
