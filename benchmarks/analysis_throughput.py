@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         args.atoms, args.frames, args.compare_frames = 200, 3000, 500
         args.scaling_frames = []
 
-    from harness.rundir import git_sha
+    from harness.md.rundir import git_sha
 
     truth = D_A2_PER_PS * 1e-4
     report: dict[str, Any] = {

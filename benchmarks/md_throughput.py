@@ -151,7 +151,7 @@ def time_lammps(potential: Any, atoms: Any, *, steps: int, warmup: int, workdir:
     """(seconds of each repeat, t_start, t_end) of ``run steps`` after ``run warmup``."""
     from mpi4py import MPI
 
-    from harness.engine import LammpsEngine
+    from harness.md.engine import LammpsEngine
     from harness.structures import write_lammps_data
 
     data = workdir / "cell.data"
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_main(args)
         return 0
 
-    from harness.rundir import git_sha, package_versions
+    from harness.md.rundir import git_sha, package_versions
 
     report: dict[str, Any] = {
         "benchmark": "md_throughput", "started": datetime.now(timezone.utc).isoformat(),

@@ -23,10 +23,10 @@ app.add_typer(export_app, name="export")
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from harness.engine import EngineError
-    from harness.md import RunDirectoryError
-    from harness.spec import SpecError
-    from harness.templating import TemplateValueError
+    from harness.md.engine import EngineError
+    from harness.md.workflow import RunDirectoryError
+    from harness.md.spec import SpecError
+    from harness.md.templating import TemplateValueError
     from potentials.base import PotentialError
 
     errors: list[type[BaseException]] = [EngineError, RunDirectoryError, SpecError,
@@ -42,7 +42,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def _run_failures() -> tuple[type[BaseException], ...]:
-    from harness.md import MDFailure
+    from harness.md.workflow import MDFailure
 
     return (MDFailure,)
 
@@ -158,8 +158,8 @@ def md(
 ) -> None:
     """Run MD of one structure with one potential in LAMMPS."""
     with _clean_errors():
-        from harness.md import run_md
-        from harness.spec import MDSpec, build_spec
+        from harness.md.workflow import run_md
+        from harness.md.spec import MDSpec, build_spec
 
         overrides = dict(structure=structure, potential=potential, route=route, device=device,
                          temperature_K=temperature_K, timestep_fs=timestep_fs, steps=steps,
@@ -375,14 +375,14 @@ def bench(
     LAMMPS; re-running the same command skips finished tasks and resumes interrupted MD.
     """
     with _clean_errors():
-        from harness.campaign import default_campaign_dir, load_campaign
+        from harness.campaign.tasks import default_campaign_dir, load_campaign
 
         spec = load_campaign(campaign)
         if experimental_csv is not None:
             spec.references.experimental_csv = str(experimental_csv.resolve())
-        from harness.farm import bind_gpu, run_campaign
+        from harness.campaign.farm import bind_gpu, run_campaign
 
-        from harness.templating import safe_token
+        from harness.md.templating import safe_token
 
         campaign_dir = out if out is not None else default_campaign_dir(spec)
         # task run directories live under it and their paths go into LAMMPS inputs
@@ -400,7 +400,7 @@ def bench(
                       f"finished earlier ({outcome.wall_s:.1f} s)\n{outcome.campaign_dir}",
                       highlight=False, soft_wrap=True)
         if report:
-            from harness.report import write_report
+            from harness.campaign.report import write_report
 
             paths = write_report(outcome.campaign_dir)
             console.print(f"report: {paths['report_html']}", highlight=False, soft_wrap=True)
@@ -416,7 +416,7 @@ def report_cmd(
     with _clean_errors():
         from rich.console import Console
 
-        from harness.report import write_report
+        from harness.campaign.report import write_report
 
         paths = write_report(campaign_dir, experimental_csv=str(experimental_csv.resolve())
                              if experimental_csv else None)

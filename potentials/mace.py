@@ -16,7 +16,7 @@ to a symmetric strain of positions *and* cell, so it returns the virial
 ``W = -dE/d(strain)``; ASE's stress is ``-W / V``.
 
 :class:`MacePotential` puts the same export into LAMMPS by one of three routes
-(:mod:`harness.routes`; ``auto`` takes the first available):
+(:mod:`potentials.routes`; ``auto`` takes the first available):
 
 * ``native``: our ``pair_style mace`` plugin for the PyPI wheel (``cmake/plugins/mace``,
   built and cached by :mod:`potentials.plugins`), domain decomposition over any number of
@@ -216,11 +216,11 @@ class MacePotential(ExternalModelPotential, Potential):
         if (model_file is None) == (foundation is None):
             raise PotentialError("MACE needs exactly one of a model file "
                                  "(--potential mace:/path/model-lammps.pt) or a foundation name")
-        from harness.routes import check_route_name
+        from potentials.routes import check_route_name
 
         check_route_name(route, known=MACE_ROUTES, potential=name)
         self.requested_route = route
-        self._decision: Any = None  # harness.routes.RouteDecision once resolved
+        self._decision: Any = None  # potentials.routes.RouteDecision once resolved
         self._plugin: Path | None = None
         self.device = device
         self.foundation = foundation
@@ -287,7 +287,7 @@ class MacePotential(ExternalModelPotential, Potential):
         return True, f"plugin {self._plugin}"
 
     def _probe_mliap(self) -> tuple[bool, str]:
-        from harness.routes import lammps_capabilities
+        from potentials.routes import lammps_capabilities
 
         caps = lammps_capabilities()
         if not caps.has_mliap_python:
@@ -301,7 +301,7 @@ class MacePotential(ExternalModelPotential, Potential):
     def resolve_route(self) -> str:
         """Choose (once) the route: forced, or the fastest available for ``auto``."""
         if self._decision is None:
-            from harness.routes import select_route
+            from potentials.routes import select_route
 
             self._decision = select_route(
                 requested=self.requested_route, potential=self.name,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.campaign import (OBELIX_SEED004_IDS, PRESETS, expand_tasks, load_campaign,
+from harness.campaign.tasks import (OBELIX_SEED004_IDS, PRESETS, expand_tasks, load_campaign,
                               parse_campaign, stable_seed)
-from harness.spec import SpecError
+from harness.md.spec import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 OBELIX = ROOT.parent / "shared" / "data" / "obelix"
@@ -112,7 +112,7 @@ def test_seeds_are_stable_and_shared_across_potentials(tmp_path):
     assert len({next(iter(s)) for s in by_condition.values()}) == 4
     assert all(1 <= t.seed < 2**31 - 1 for t in tasks)
     # independent of Python's hash randomisation, and a pinned value
-    code = ("from harness.campaign import stable_seed; print(stable_seed(7, 'Li3N__T500__r0'))")
+    code = ("from harness.campaign.tasks import stable_seed; print(stable_seed(7, 'Li3N__T500__r0'))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": h}
                            ).stdout.strip() for h in ("1", "2")}
@@ -156,7 +156,7 @@ def test_obelix_benchmark_set(tmp_path):
 
 # --- references -----------------------------------------------------------------------
 def test_experimental_csv_bounds_and_matching(tmp_path):
-    from harness.references import match_experimental, parse_conductivity, read_experimental_csv
+    from harness.campaign.references import match_experimental, parse_conductivity, read_experimental_csv
 
     assert parse_conductivity("<1E-10") == (1e-10, "upper")
     assert parse_conductivity(" 2.6e-07 ") == (2.6e-7, None)
@@ -179,7 +179,7 @@ def test_experimental_csv_bounds_and_matching(tmp_path):
 
 @pytest.mark.skipif(not OBELIX.is_dir(), reason="OBELiX subset not in ../shared/data/obelix")
 def test_obelix_csv():
-    from harness.references import match_experimental, read_experimental_csv
+    from harness.campaign.references import match_experimental, read_experimental_csv
 
     table = read_experimental_csv(OBELIX / "seed004_materials.csv").set_index("ID")
     assert len(table) == 22
@@ -191,7 +191,7 @@ def test_obelix_csv():
 
 
 def test_reference_csv(tmp_path):
-    from harness.references import ReferenceError, read_reference_csv
+    from harness.campaign.references import ReferenceError, read_reference_csv
 
     path = tmp_path / "aimd.csv"
     path.write_text("# AIMD\nstructure,temperature_K,D_cm2_per_s,Ea_eV\nA,800,1e-5,\n"
@@ -206,7 +206,7 @@ def test_reference_csv(tmp_path):
 
 # --- farm helpers -------------------------------------------------------------------------
 def test_gpu_mapping_without_a_gpu():
-    from harness.farm import gpu_for_local_rank, node_gpus
+    from harness.campaign.farm import gpu_for_local_rank, node_gpus
 
     assert [gpu_for_local_rank(r, ["0", "1"]) for r in range(5)] == ["0", "1", "0", "1", "0"]
     assert gpu_for_local_rank(3, []) is None
@@ -220,7 +220,7 @@ def test_gpu_mapping_without_a_gpu():
 
 
 def test_worker_groups():
-    from harness.farm import worker_groups
+    from harness.campaign.farm import worker_groups
 
     assert worker_groups(1, ranks_per_task=1, scheduler_works=False) == [[0]]
     assert worker_groups(4, ranks_per_task=1, scheduler_works=True) == [[0], [1], [2], [3]]
@@ -230,7 +230,7 @@ def test_worker_groups():
 
 
 def test_fit_last_ps_window(tmp_path):
-    from harness.farm import _analysis_kwargs
+    from harness.campaign.farm import _analysis_kwargs
 
     spec = spec_of(md={"steps": 2500, "dump_every": 10},
                    analysis={"fit_last_ps": 2.0, "rdf_last_ps": 1.0, "analysis_start_ps": 1.0,
@@ -245,7 +245,7 @@ def test_fit_last_ps_window(tmp_path):
 
 # --- tables from hand-made results --------------------------------------------------------
 def _fake_result(task, *, D, msd_max, status="completed", kind=None, ms=2.0):
-    from harness.farm import failure_category
+    from harness.campaign.farm import failure_category
 
     transport = None
     if status == "completed":
@@ -262,9 +262,9 @@ def _fake_result(task, *, D, msd_max, status="completed", kind=None, ms=2.0):
 
 def test_summary_metrics_and_report_from_known_numbers(tmp_path):
     from analysis.units import KB_EV_PER_K, nernst_einstein_mS_per_cm
-    from harness.farm import prepare_campaign_dir, task_dir
-    from harness.report import write_report
-    from harness.rundir import atomic_write_json
+    from harness.campaign.farm import prepare_campaign_dir, task_dir
+    from harness.campaign.report import write_report
+    from harness.md.rundir import atomic_write_json
 
     Ea, D0 = 0.4, 1e-2
     spec = spec_of(temperatures_K=[800, 1000, 1200], structures=["Li3N", "Li2S"],
@@ -328,7 +328,7 @@ def test_reference_trajectories_cache_per_file_and_settings(tmp_path):
     from ase.io import write
 
     from analysis.synthetic import brownian
-    from harness.references import analyse_reference_trajectories
+    from harness.campaign.references import analyse_reference_trajectories
 
     paths = []
     for k, D in enumerate((0.05, 0.5)):

@@ -90,7 +90,7 @@ def test_forces_and_stress_are_derivatives_of_the_energy(calculator):
 
 
 def test_lammps_matches_ase(tmp_path):
-    from harness.crosscheck import compare_with_ase
+    from harness.statics.crosscheck import compare_with_ase
 
     pot = get_potential(f"deepmd:{MODEL}", route="external")
     assert pot.elements == {"Li", "S"}
@@ -104,8 +104,8 @@ def test_lammps_matches_ase(tmp_path):
 
 
 def test_auto_route_records_why_native_is_unavailable(tmp_path):
-    from harness.md import run_md
-    from harness.spec import MDSpec
+    from harness.md.workflow import run_md
+    from harness.md.spec import MDSpec
 
     spec = MDSpec(structure="Li2S", potential="deepmd-tiny-test", temperature_K=600.0,
                   timestep_fs=1.0, steps=20, supercell_matrix=[2, 1, 1], dump_every=10,
@@ -163,9 +163,9 @@ def test_non_pytorch_formats_without_deepmd_kit_are_one_clear_error(tmp_path):
 def test_deepmd_as_the_campaign_reference(tmp_path):
     """A campaign with lj-test and the DeePMD model (trained on lj-test labels) as the
     reference potential: the metrics table compares D(T) against DeePMD."""
-    from harness.campaign import load_campaign
-    from harness.farm import run_campaign
-    from harness.report import write_report
+    from harness.campaign.tasks import load_campaign
+    from harness.campaign.farm import run_campaign
+    from harness.campaign.report import write_report
 
     spec = {
         "name": "deepmd-ref", "seed": 11,

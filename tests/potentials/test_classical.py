@@ -8,7 +8,7 @@ double-precision round-off (tolerance 1e-12 in eV/atom, eV/A and eV/A^3).
 import numpy as np
 import pytest
 
-from harness.crosscheck import compare_with_ase
+from harness.statics.crosscheck import compare_with_ase
 from potentials.registry import get_potential
 
 
@@ -38,7 +38,7 @@ def test_lj_lammps_matches_ase(tmp_path, route):
 
 def test_lj_forces_are_not_trivial(tmp_path):
     """Guard against a comparison of zeros with zeros."""
-    from harness.crosscheck import lammps_single_point
+    from harness.statics.crosscheck import lammps_single_point
 
     result, _ = lammps_single_point(get_potential("lj-test"), rattled_li2s(), workdir=tmp_path)
     assert np.abs(result.forces_eV_per_A).max() > 1e-2

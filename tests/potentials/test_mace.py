@@ -153,7 +153,7 @@ def test_foundation_name_resolves_to_cached_export(tmp_path, monkeypatch):
 
 # --- LAMMPS -----------------------------------------------------------------------------
 def test_lammps_matches_ase(potential, tmp_path):
-    from harness.crosscheck import compare_with_ase
+    from harness.statics.crosscheck import compare_with_ase
 
     diff = compare_with_ase(potential, reference_atoms("li7s3cl_triclinic"), workdir=tmp_path)
     assert diff["energy_per_atom_eV"] < 1e-12, diff
@@ -164,8 +164,8 @@ def test_lammps_matches_ase(potential, tmp_path):
 def test_short_nvt_run(tmp_path):
     from ase.io import write
 
-    from harness.md import run_md
-    from harness.spec import MDSpec
+    from harness.md.workflow import run_md
+    from harness.md.spec import MDSpec
 
     structure = tmp_path / "Li7S3Cl.extxyz"
     write(structure, reference_atoms("li7s3cl_triclinic"), format="extxyz")

@@ -112,7 +112,7 @@ if comm.Get_rank() == 0:
 def lammps_point(plugin: Path, atoms: Atoms, workdir: Path, *, model: Path = TINY_MODEL_FILE,
                  style_args: str = "", ranks: int = 1) -> tuple[dict, Atoms]:
     """``run 0`` in a fresh process (``mpirun -n ranks`` when ranks > 1)."""
-    from harness.crosscheck import lammps_frame_atoms
+    from harness.statics.crosscheck import lammps_frame_atoms
 
     workdir.mkdir(parents=True, exist_ok=True)
     frame, type_elements, data = lammps_frame_atoms(atoms, workdir=workdir)
@@ -166,7 +166,7 @@ def assert_within(diff: dict, tol: dict) -> None:
 
 @pytest.fixture(scope="module")
 def reference64(tmp_path_factory):
-    from harness.crosscheck import lammps_frame_atoms
+    from harness.statics.crosscheck import lammps_frame_atoms
 
     frame, _, _ = lammps_frame_atoms(test_cell(), workdir=tmp_path_factory.mktemp("ref"))
     return frame, ase_point(frame, TINY_MODEL_FILE)
@@ -233,7 +233,7 @@ def _lammps(plugin: Path, data: Path, log: str = "none"):
 
 
 def test_runs_without_log_file_and_names_bad_input(mace_plugin, tmp_path):
-    from harness.crosscheck import lammps_frame_atoms
+    from harness.statics.crosscheck import lammps_frame_atoms
 
     _, type_elements, data = lammps_frame_atoms(test_cell(), workdir=tmp_path)
     lmp = _lammps(mace_plugin, data)  # -log none -screen none: logging must not crash
@@ -263,7 +263,7 @@ def test_runs_without_log_file_and_names_bad_input(mace_plugin, tmp_path):
 
 # -- through the adapter and the harness -----------------------------------------------------
 def test_adapter_native_route_matches_ase(mace_plugin, tmp_path):
-    from harness.crosscheck import compare_with_ase
+    from harness.statics.crosscheck import compare_with_ase
 
     potential = MacePotential(name="mace-tiny", route="native", model_file=TINY_MODEL_FILE)
     setup = potential.lammps_setup(type_elements=["Li", "S", "Cl"], workdir=tmp_path, nranks=1)
@@ -289,8 +289,8 @@ def test_md_auto_route_is_native_and_recorded(mace_plugin, tmp_path):
     Nose-Hoover NVT conserve the extended energy."""
     from ase.io import write
 
-    from harness.md import run_md
-    from harness.spec import MDSpec
+    from harness.md.workflow import run_md
+    from harness.md.spec import MDSpec
 
     structure = tmp_path / "cell.extxyz"
     write(structure, test_cell(), format="extxyz")

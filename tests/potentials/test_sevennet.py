@@ -64,7 +64,7 @@ def write_data(atoms, path: Path) -> tuple[list[str], "Atoms"]:  # noqa: F821
 
 def lammps_engine(potential, atoms, workdir: Path):
     """A LammpsEngine with the structure and the potential set up (caller closes it)."""
-    from harness.engine import LammpsEngine
+    from harness.md.engine import LammpsEngine
 
     type_elements, frame = write_data(atoms, workdir / "cell.data")
     engine = LammpsEngine(log_file=workdir / "log.lammps")

@@ -1,7 +1,7 @@
 """Benchmark campaigns: one typed spec, protocol presets, and the expansion into tasks.
 
 A campaign is ``structures x potentials x temperatures x replicas`` run under one protocol.
-Every task is an :class:`~harness.spec.MDSpec` plus analysis settings, built by layering
+Every task is an :class:`~harness.md.spec.MDSpec` plus analysis settings, built by layering
 
     preset (seed004 | seed003 | seed001 | seed001-npt | seed002)
       < campaign fields (``md:`` / ``analysis:`` / ``temperatures_K`` / ``replicas``)
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.spec import MDSpec, Route, SpecError, _format_errors, load_yaml
+from harness.md.spec import MDSpec, Route, SpecError, _format_errors, load_yaml
 
 #: keys of MDSpec that a campaign sets itself for every task (not overridable)
 TASK_OWNED_KEYS = ("structure", "potential", "temperature_K", "seed", "out")
@@ -418,7 +418,7 @@ def _benchmark_entries(bench: BenchmarkSet) -> list[StructureEntry]:
     # obelix-seed004: the CIFs are not shipped (CC BY 4.0 data; see references.download_obelix)
     if not bench.dir:
         raise SpecError("benchmark_set obelix-seed004 needs dir: a folder holding the OBELiX "
-                        "CIFs named <ID>.cif (harness.references.download_obelix fetches them)")
+                        "CIFs named <ID>.cif (harness.campaign.references.download_obelix fetches them)")
     folder = Path(bench.dir)
     ids = list(bench.ids or OBELIX_SEED004_IDS)
     unknown = sorted(set(ids) - set(OBELIX_SEED004_IDS) - {"goi"})
@@ -427,7 +427,7 @@ def _benchmark_entries(bench: BenchmarkSet) -> list[StructureEntry]:
     missing = [i for i in ids if not (folder / f"{i}.cif").is_file()]
     if missing:
         raise SpecError(f"{folder} lacks {', '.join(f'{i}.cif' for i in missing)}; "
-                        "download the OBELiX CIFs (harness.references.download_obelix)")
+                        "download the OBELiX CIFs (harness.campaign.references.download_obelix)")
     return [StructureEntry(name=i, file=str(folder / f"{i}.cif"), reference_id=i) for i in ids]
 
 

@@ -39,7 +39,7 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
 
 
 def git_sha() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:

@@ -208,7 +208,7 @@ def download_obelix(dest: str | Path, *, timeout_s: float = 120.0) -> dict[str, 
     import urllib.request
     import zipfile
 
-    from harness.rundir import atomic_write_text
+    from harness.md.rundir import atomic_write_text
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -231,17 +231,17 @@ def download_obelix(dest: str | Path, *, timeout_s: float = 120.0) -> dict[str, 
     written["cifs"] = dest
     atomic_write_text(dest / "README.md",
                       "OBELiX (Therrien et al., 2025), NRC-Mila/OBELiX, CC BY 4.0. "
-                      "Downloaded by harness.references.download_obelix.\n")
+                      "Downloaded by harness.campaign.references.download_obelix.\n")
     return written
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - needs internet
-    """``python -m harness.references download-obelix DIR``."""
+    """``python -m harness.campaign.references download-obelix DIR``."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "download-obelix":
-        print("usage: python -m harness.references download-obelix DIR", file=sys.stderr)
+        print("usage: python -m harness.campaign.references download-obelix DIR", file=sys.stderr)
         return 2
     written = download_obelix(args[1])
     print(f"OBELiX written to {written['cifs']}")

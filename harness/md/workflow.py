@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.rundir import (MANIFEST, atomic_write_json, atomic_write_text, git_sha, host_info,
+from harness.md.rundir import (MANIFEST, atomic_write_json, atomic_write_text, git_sha, host_info,
                             now_iso, package_versions, read_manifest)
-from harness.spec import MDSpec
-from harness.templating import MDTemplateContext, plan_chunks, render, split_at_attach
+from harness.md.spec import MDSpec
+from harness.md.templating import MDTemplateContext, plan_chunks, render, split_at_attach
 from harness.units import fs_to_ps
 
 # file names inside a run directory
@@ -229,7 +229,7 @@ class _RunLock:
 def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
            progress: Callable[[int, int], None] | None = None) -> MDResult:
     """Run (or continue) one MD job; ``progress(step, total)`` is called as it goes."""
-    from harness.engine import _mpi
+    from harness.md.engine import _mpi
     from potentials.registry import get_potential
 
     MPI = _mpi()
@@ -238,7 +238,7 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
     run_dir = Path(spec.out).resolve()
 
     # --- validation before anything is written --------------------------------------------
-    from harness.templating import safe_token
+    from harness.md.templating import safe_token
 
     # every file LAMMPS reads or writes lives in the run directory: its path goes into the
     # input, so it must pass the template's token check (no spaces, quotes, $, &, #, ...)
@@ -262,9 +262,9 @@ def run_md(spec: MDSpec, *, comm: Any = None, force: bool = False,
 
 def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atoms: Any,
                 old_manifest: dict | None, progress: Callable[[int, int], None] | None) -> MDResult:
-    from harness.engine import EngineError, LammpsEngine, _mpi
+    from harness.md.engine import EngineError, LammpsEngine, _mpi
     from harness.structures import write_lammps_data
-    from harness.watchdog import Watchdog, WatchdogLimits, classify_lammps_error
+    from harness.md.watchdog import Watchdog, WatchdogLimits, classify_lammps_error
 
     MPI = _mpi()
     rank = world.Get_rank()

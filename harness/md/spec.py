@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Ensemble = Literal["nvt_nose_hoover", "nvt_berendsen", "nvt_langevin", "npt_iso", "npt_aniso",
                    "npt_berendsen", "nve"]
-Route = Literal["auto", "native", "mliap", "external"]  # harness/routes.py ROUTE_CHOICES
+Route = Literal["auto", "native", "mliap", "external"]  # potentials/routes.py ROUTE_CHOICES
 
 
 class SpecError(ValueError):

@@ -24,8 +24,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.farm import ANALYSIS_DIR, RESULT_FILE, TASKS_DIR
-from harness.rundir import atomic_write_json, atomic_write_text
+from harness.campaign.farm import ANALYSIS_DIR, RESULT_FILE, TASKS_DIR
+from harness.md.rundir import atomic_write_json, atomic_write_text
 
 FAILURE_COLUMNS = ("md_blowup", "melting", "no_diffusion", "setup", "analysis", "resource",
                    "error")
@@ -38,7 +38,7 @@ def load_campaign_dir(campaign_dir: str | Path) -> tuple[Any, list[dict[str, Any
     """(resolved CampaignSpec, task dicts) of a campaign directory."""
     import yaml
 
-    from harness.campaign import parse_campaign
+    from harness.campaign.tasks import parse_campaign
 
     campaign_dir = Path(campaign_dir)
     spec_path, tasks_path = campaign_dir / "campaign.yaml", campaign_dir / "tasks.json"
@@ -329,8 +329,8 @@ def _median(series) -> float:
 # references
 # --------------------------------------------------------------------------------------
 def experimental_values(spec, *, override_csv: str | None = None) -> dict[str, dict[str, Any]]:
-    from harness.campaign import structure_entries
-    from harness.references import match_experimental, read_experimental_csv
+    from harness.campaign.tasks import structure_entries
+    from harness.campaign.references import match_experimental, read_experimental_csv
 
     refs = spec.references
     csv = override_csv or refs.experimental_csv
@@ -350,7 +350,7 @@ def reference_data(spec, *, campaign_dir: Path, per_T, results, summary=None):
     import pandas as pd
 
     from analysis.arrhenius import arrhenius
-    from harness.references import analyse_reference_trajectories, read_reference_csv
+    from harness.campaign.references import analyse_reference_trajectories, read_reference_csv
 
     refs = spec.references
     D_parts, Ea = [], pd.DataFrame(columns=["structure", "Ea_eV"])
@@ -756,7 +756,7 @@ def write_report(campaign_dir: str | Path, *, experimental_csv: str | None = Non
     md = [f"# Campaign report: {spec.name}\n", f"{status_line}; {protocol}; campaign seed "
           f"{spec.seed}; potentials: {', '.join(sorted(results['potential_label'].unique()))}; "
           f"structures: {', '.join(sorted(results['structure'].unique()))}.\n",
-          "Metric definitions: see `harness/report.py::potential_metrics`. log10 errors are "
+          "Metric definitions: see `harness/campaign/report.py::potential_metrics`. log10 errors are "
           "log10(simulated) - log10(reference); sigma is the Nernst-Einstein conductivity at "
           "T_eval from the Arrhenius fit; reliable = every temperature reached MSD >= 20 A^2.\n"]
     md += [f"> note: {n}\n" for n in t["notes"]]

@@ -53,7 +53,7 @@ def lammps_frame_atoms(atoms: Any, *, workdir: Path) -> tuple[Any, list[str], Pa
 def lammps_single_point(potential: Any, atoms: Any, *, workdir: str | Path,
                         comm: Any = None) -> tuple[SinglePoint, Any]:
     """``run 0`` with ``potential``; returns the result and the LAMMPS-frame Atoms."""
-    from harness.engine import LammpsEngine
+    from harness.md.engine import LammpsEngine
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ of the node; several ranks may share one GPU. It must run before torch is import
 Results. Each task writes ``tasks/<id>/result.json`` atomically when it ends, completed or
 failed (failure kind and message recorded; the rest go on). Re-running the same command
 skips tasks whose result.json exists (``--retry-failed`` retries the failed ones from
-scratch) and continues interrupted MD from its last restart file (:func:`harness.md.run_md`).
+scratch) and continues interrupted MD from its last restart file (:func:`harness.md.workflow.run_md`).
 Rank 0 rewrites ``results.parquet`` now and then while running and writes
 ``results.parquet`` + ``summary.csv`` + ``metrics.json`` at the end.
 """
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.campaign import CampaignSpec, Task, expand_tasks
-from harness.rundir import atomic_write_json, atomic_write_text, now_iso
+from harness.campaign.tasks import CampaignSpec, Task, expand_tasks
+from harness.md.rundir import atomic_write_json, atomic_write_text, now_iso
 
 RESULT_FILE = "result.json"
 TASKS_DIR = "tasks"
@@ -55,7 +55,7 @@ TAG_STOP = 14
 
 POLL_SLEEP_S = 0.01
 
-#: watchdog kinds (harness.watchdog) and farm-level kinds -> the categories reported
+#: watchdog kinds (harness.md.watchdog) and farm-level kinds -> the categories reported
 FAILURE_CATEGORIES = {
     "nan": "md_blowup", "temperature_runaway": "md_blowup", "atoms_too_close": "md_blowup",
     "energy_drift": "md_blowup", "lost_atoms": "md_blowup", "lammps_error": "md_blowup",
@@ -176,7 +176,7 @@ def prepare_campaign_dir(spec: CampaignSpec, tasks: list[Task], campaign_dir: Pa
 
     import yaml
 
-    from harness.spec import SpecError
+    from harness.md.spec import SpecError
 
     conflicts = []
     for task in tasks:
@@ -259,13 +259,13 @@ def analyse_task(task: Task, *, run_dir: Path) -> tuple[dict[str, Any], list[str
 
 
 def _known_input_errors() -> tuple[type[BaseException], ...]:
-    from harness.spec import SpecError
+    from harness.md.spec import SpecError
     from potentials.base import PotentialError
 
     errors: list[type[BaseException]] = [SpecError, PotentialError]
     for module, name in (("harness.structures", "StructureError"),
-                         ("harness.templating", "TemplateValueError"),
-                         ("harness.engine", "EngineError")):
+                         ("harness.md.templating", "TemplateValueError"),
+                         ("harness.md.engine", "EngineError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):  # pragma: no cover
@@ -284,7 +284,7 @@ def run_task(task: Task, *, campaign_dir: Path, comm: Any, fresh: bool = False,
     """
     import shutil
 
-    from harness.md import MDFailure, RunDirectoryError, run_md
+    from harness.md.workflow import MDFailure, RunDirectoryError, run_md
 
     leader = comm.Get_rank() == 0
     run_dir = task_dir(campaign_dir, task.task_id)
@@ -617,7 +617,7 @@ def run_campaign(spec: CampaignSpec | None, *, campaign_dir: str | Path, retry_f
 def _run_rank0(spec: CampaignSpec, *, world: Any, group_comm: Any, groups: list[list[int]],
                campaign_dir: Path, retry_failed: bool, show_progress: bool,
                gpu: str | None) -> CampaignOutcome:
-    from harness import report
+    from harness.campaign import report
 
     started = time.perf_counter()
     error = None
