@@ -27,6 +27,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -96,13 +97,15 @@ void PairMACEPlugin::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style mace [domain_decomposition | no_domain_decomposition] [device auto|cpu|cuda]
+   pair_style mace [domain_decomposition | no_domain_decomposition | parallel]
+                   [layers FILE] [device auto|cpu|cuda]
 ------------------------------------------------------------------------- */
 
 void PairMACEPlugin::settings(int narg, char **arg)
 {
   mode_requested = Mode::AUTO;
   device_choice = DeviceChoice::AUTO;
+  layers_file.clear();
   int iarg = 0;
   while (iarg < narg) {
     const std::string word = arg[iarg];
@@ -112,6 +115,15 @@ void PairMACEPlugin::settings(int narg, char **arg)
     } else if (word == "domain_decomposition") {
       mode_requested = Mode::DOMAIN_DECOMPOSITION;
       iarg += 1;
+    } else if (word == "parallel") {
+      mode_requested = Mode::PARALLEL;
+      iarg += 1;
+    } else if (word == "layers") {
+      if (iarg + 1 >= narg)
+        error->all(FLERR, "pair_style mace: 'layers' needs the per-layer file "
+                          "(model-lammps-layers.pt, written by harness export mace)");
+      layers_file = arg[iarg + 1];
+      iarg += 2;
     } else if (word == "device") {
       if (iarg + 1 >= narg) error->all(FLERR, "pair_style mace: 'device' needs auto, cpu or cuda");
       const std::string value = arg[iarg + 1];
@@ -127,7 +139,8 @@ void PairMACEPlugin::settings(int narg, char **arg)
     } else {
       error->all(FLERR,
                  "pair_style mace: unknown argument '{}'; syntax: pair_style mace "
-                 "[domain_decomposition|no_domain_decomposition] [device auto|cpu|cuda]",
+                 "[domain_decomposition|no_domain_decomposition|parallel] [layers FILE] "
+                 "[device auto|cpu|cuda]",
                  word);
     }
   }
@@ -164,6 +177,7 @@ void PairMACEPlugin::select_device()
     wrapper.to(device);
     head = head.to(device);
   }
+  if (layers_loaded) layers_module.to(device);
 }
 
 /* ----------------------------------------------------------------------
@@ -258,7 +272,8 @@ void PairMACEPlugin::coeff(int narg, char **arg)
     new_type_species[itype] = static_cast<int>(it - new_numbers.begin());
   }
 
-  // commit
+  // commit (a new model needs its layers file re-read and re-checked)
+  layers_loaded = false;
   model_file = new_file;
   wrapper = new_wrapper;
   model = new_model;
@@ -286,6 +301,14 @@ void PairMACEPlugin::coeff(int narg, char **arg)
 PairMACEPlugin::Mode PairMACEPlugin::resolve_mode()
 {
   if (mode_requested == Mode::DOMAIN_DECOMPOSITION) return Mode::DOMAIN_DECOMPOSITION;
+  if (mode_requested == Mode::PARALLEL) {
+    if (layers_file.empty())
+      error->all(FLERR,
+                 "pair_style mace parallel needs the per-layer file: pair_style mace parallel "
+                 "layers model-lammps-layers.pt (written by `harness export mace`)");
+    return Mode::PARALLEL;
+  }
+  if (comm->nprocs > 1 && !layers_file.empty()) return Mode::PARALLEL;
   const bool has_map = atom->map_style != Atom::MAP_NONE;
   if (mode_requested == Mode::NO_DOMAIN_DECOMPOSITION) {
     if (comm->nprocs > 1)
@@ -318,7 +341,21 @@ void PairMACEPlugin::init_style()
   if (atom->tag_enable == 0) error->all(FLERR, "pair_style mace requires atom IDs");
 
   mode = resolve_mode();
-  if (mode == Mode::DOMAIN_DECOMPOSITION) {
+  if (mode != Mode::DOMAIN_DECOMPOSITION && cutghost_set > 0.0) {
+    // an earlier domain-decomposition run raised the comm cutoff: give it back
+    if (comm->cutghostuser == cutghost_set) comm->cutghostuser = cutghost_user;
+    cutghost_set = -1.0;
+  }
+  comm_forward = comm_reverse = 0;
+  if (mode == Mode::PARALLEL) {
+    load_layers();
+    // ghosts within r_max of a local atom carry features; LAMMPS' default ghost cutoff
+    // (cutforce + skin = r_max + skin) holds them for the life of a neighbour list
+    int width = 0;
+    for (int l = 1; l < num_interactions; ++l) width = std::max(width, feature_widths[l]);
+    comm_forward = comm_reverse = width;
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+  } else if (mode == Mode::DOMAIN_DECOMPOSITION) {
     // every local energy must see num_interactions * r_max of ghosts, for the whole time the
     // ghost set is kept (atoms move up to skin/2 each between rebuilds)
     if (comm->mode != Comm::SINGLE)
@@ -331,12 +368,126 @@ void PairMACEPlugin::init_style()
   } else {
     neighbor->add_request(this, NeighConst::REQ_FULL);
   }
-  utils::logmesg(lmp, "pair_style mace: {} mode{}\n",
-                 mode == Mode::DOMAIN_DECOMPOSITION ? "domain_decomposition"
-                                                    : "no_domain_decomposition",
-                 mode == Mode::DOMAIN_DECOMPOSITION
-                     ? fmt::format(", ghost cutoff {:.3f} A", cutghost_set)
-                     : std::string());
+  std::string detail;
+  if (mode == Mode::DOMAIN_DECOMPOSITION)
+    detail = fmt::format(", ghost cutoff {:.3f} A", cutghost_set);
+  else if (mode == Mode::PARALLEL)
+    detail = fmt::format(", ghost cutoff {:.3f} A, {} layers, {} features per ghost exchange, "
+                         "{} ranks, layers {}",
+                         std::max(r_max + neighbor->skin, comm->cutghostuser), num_interactions,
+                         comm_forward, comm->nprocs, layers_loaded_file);
+  const char *name = mode == Mode::DOMAIN_DECOMPOSITION ? "domain_decomposition"
+      : mode == Mode::PARALLEL                          ? "parallel"
+                                                        : "no_domain_decomposition";
+  utils::logmesg(lmp, "pair_style mace: {} mode{}\n", name, detail);
+}
+
+/* ----------------------------------------------------------------------
+   the per-layer export (potentials/mace_layers.py): embed + layer0..layer<L-1>
+------------------------------------------------------------------------- */
+
+void PairMACEPlugin::load_layers()
+{
+  if (layers_loaded && layers_loaded_file == layers_file) return;
+  torch::jit::Module mod;
+  try {
+    mod = torch::jit::load(layers_file, device);
+  } catch (const std::exception &exc) {
+    error->all(FLERR,
+               "pair_style mace: cannot load the per-layer file {}: {}. Write it with "
+               "`harness export mace` (or potentials.mace_layers.write_layers)",
+               layers_file, utils::split_lines(exc.what())[0]);
+  }
+  std::vector<torch::jit::Module> mods;
+  std::vector<int> widths;
+  try {
+    mod.eval();
+    for (auto p : mod.parameters()) p.set_requires_grad(false);
+    const double lr = mod.attr("r_max").toTensor().item<double>();
+    const int ln = static_cast<int>(mod.attr("num_interactions").toTensor().item<int64_t>());
+    auto numbers = mod.attr("atomic_numbers").toTensor().to(torch::kCPU).to(torch::kInt64);
+    std::vector<int64_t> lnum(numbers.data_ptr<int64_t>(),
+                              numbers.data_ptr<int64_t>() + numbers.numel());
+    if (std::fabs(lr - r_max) > 1e-9 || ln != num_interactions || lnum != model_numbers)
+      error->all(FLERR,
+                 "pair_style mace: per-layer file {} (r_max {}, {} layers, {} species) does "
+                 "not belong to {} (r_max {}, {} layers, {} species); re-export it",
+                 layers_file, lr, ln, lnum.size(), model_file, r_max, num_interactions,
+                 model_numbers.size());
+    auto w = mod.attr("feature_widths").toTensor().to(torch::kCPU).to(torch::kInt64);
+    for (int64_t k = 0; k < w.numel(); ++k) widths.push_back(static_cast<int>(w[k].item<int64_t>()));
+    if (static_cast<int>(widths.size()) != num_interactions + 1)
+      error->all(FLERR, "pair_style mace: per-layer file {} has malformed feature_widths",
+                 layers_file);
+    for (int l = 0; l < num_interactions; ++l)
+      mods.push_back(mod.attr(fmt::format("layer{}", l)).toModule());
+    for (const auto &p : mod.parameters()) {
+      if (p.is_floating_point() && p.scalar_type() != dtype)
+        error->all(FLERR, "pair_style mace: per-layer file {} is {} but the model is {}",
+                   layers_file, std::string(c10::toString(p.scalar_type())),
+                   std::string(c10::toString(dtype)));
+      break;
+    }
+  } catch (const std::exception &exc) {
+    error->all(FLERR,
+               "pair_style mace: {} is not a per-layer MACE file ({}); write it with "
+               "`harness export mace`",
+               layers_file, utils::split_lines(exc.what())[0]);
+  }
+  layers_module = mod;
+  layer_modules = std::move(mods);
+  feature_widths = std::move(widths);
+  layers_loaded_file = layers_file;
+  layers_loaded = true;
+}
+
+void PairMACEPlugin::finish()
+{
+  if (mode != Mode::PARALLEL || n_compute == 0) return;
+  double t[2] = {time_model, time_comm}, tmax[2];
+  MPI_Allreduce(t, tmax, 2, MPI_DOUBLE, MPI_MAX, world);
+  utils::logmesg(lmp,
+                 "pair_style mace parallel: {} evaluations, model {:.3f} s, feature "
+                 "exchange {:.3f} s (slowest rank)\n",
+                 n_compute, tmax[0], tmax[1]);
+}
+
+/* ---------------------------------------------------------------------- */
+
+int PairMACEPlugin::pack_forward_comm(int n, int *list, double *buf, int, int *)
+{
+  const int w = comm_width;
+  int m = 0;
+  for (int k = 0; k < n; ++k) {
+    const double *src = &feat_buf[static_cast<size_t>(list[k]) * w];
+    for (int c = 0; c < w; ++c) buf[m++] = src[c];
+  }
+  return m;
+}
+
+void PairMACEPlugin::unpack_forward_comm(int n, int first, double *buf)
+{
+  const int w = comm_width;
+  std::memcpy(&feat_buf[static_cast<size_t>(first) * w], buf,
+              sizeof(double) * static_cast<size_t>(n) * w);
+}
+
+int PairMACEPlugin::pack_reverse_comm(int n, int first, double *buf)
+{
+  const int w = comm_width;
+  std::memcpy(buf, &grad_buf[static_cast<size_t>(first) * w],
+              sizeof(double) * static_cast<size_t>(n) * w);
+  return n * w;
+}
+
+void PairMACEPlugin::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  const int w = comm_width;
+  int m = 0;
+  for (int k = 0; k < n; ++k) {
+    double *dst = &grad_buf[static_cast<size_t>(list[k]) * w];
+    for (int c = 0; c < w; ++c) dst[c] += buf[m++];
+  }
 }
 
 double PairMACEPlugin::init_one(int, int)
@@ -351,6 +502,10 @@ double PairMACEPlugin::init_one(int, int)
 void PairMACEPlugin::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  if (mode == Mode::PARALLEL) {
+    compute_parallel();
+    return;
+  }
 
   const bool dd = mode == Mode::DOMAIN_DECOMPOSITION;
   const int nlocal = atom->nlocal;
@@ -534,4 +689,222 @@ void PairMACEPlugin::compute(int eflag, int vflag)
     if (vflag_global)
       for (int k = 0; k < 6; ++k) virial[k] += w[k];
   }
+}
+
+/* ----------------------------------------------------------------------
+   parallel mode: one-layer halos, node features exchanged between layers
+
+   E_rank = sum over local atoms of e0 + sum_l e_l, where layer l maps the features X_l of
+   local + ghost nodes to the local atoms' H_l (and their energies e_l); X_{l+1} = H_l on local
+   atoms and, on ghosts, the owner's H_l (forward comm). E = sum_ranks E_rank, so
+   dE/dH_l(atom a) = dE_owner/dH_l(a) + sum over every ghost copy of a on any rank of
+   dE_rank/dX_{l+1}(copy): the ghost rows of dE_rank/dX_{l+1} are reverse-communicated and
+   summed onto the owners before layer l is differentiated. Gradients with respect to the
+   edge vectors r_e = x_receiver - x_sender give forces on both ends (ghost forces go back
+   through LAMMPS' reverse comm) and the virial W = -sum_e r_e (x) dE/dr_e.
+------------------------------------------------------------------------- */
+
+void PairMACEPlugin::compute_parallel()
+{
+  using clock = std::chrono::steady_clock;
+  const auto t_start = clock::now();
+  double t_comm = 0.0;
+
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  if (list->inum != nlocal) error->one(FLERR, "pair_style mace: neighbour list inum != nlocal");
+
+  double **x = atom->x;
+  double **f = atom->f;
+  const int *type = atom->type;
+  const int n_species = static_cast<int>(model_numbers.size());
+  const double r_max_sq = r_max * r_max;
+  const int n_layers = num_interactions;
+
+  // ----- nodes: local atoms 0..nlocal-1, then the ghosts within r_max of a local atom
+  node_atom.resize(nlocal);
+  for (int i = 0; i < nlocal; ++i) node_atom[i] = i;
+  atom_node.assign(nall, -1);
+  for (int i = 0; i < nlocal; ++i) atom_node[i] = i;
+
+  // ----- edges sender j (any) -> receiver i (local), vector x_i - x_j
+  std::vector<int64_t> senders, receivers;
+  senders.reserve(static_cast<size_t>(nlocal) * 48);
+  receivers.reserve(static_cast<size_t>(nlocal) * 48);
+  vec_buf.clear();
+  std::vector<int> sender_atom;
+  sender_atom.reserve(static_cast<size_t>(nlocal) * 48);
+  for (int ii = 0; ii < list->inum; ++ii) {
+    const int i = list->ilist[ii];
+    const int *jlist = list->firstneigh[i];
+    const int jnum = list->numneigh[i];
+    for (int jj = 0; jj < jnum; ++jj) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[i][0] - x[j][0];
+      const double dy = x[i][1] - x[j][1];
+      const double dz = x[i][2] - x[j][2];
+      if (dx * dx + dy * dy + dz * dz >= r_max_sq) continue;
+      int node = atom_node[j];
+      if (node < 0) {
+        node = static_cast<int>(node_atom.size());
+        node_atom.push_back(j);
+        atom_node[j] = node;
+      }
+      senders.push_back(node);
+      receivers.push_back(i);
+      sender_atom.push_back(j);
+      vec_buf.insert(vec_buf.end(), {dx, dy, dz});
+    }
+  }
+  const int n_nodes = static_cast<int>(node_atom.size());
+  const int64_t n_edges = static_cast<int64_t>(senders.size());
+  edge_buf.resize(2 * n_edges);
+  std::copy(senders.begin(), senders.end(), edge_buf.begin());
+  std::copy(receivers.begin(), receivers.end(), edge_buf.begin() + n_edges);
+
+  attr_buf.assign(static_cast<size_t>(n_nodes) * n_species, 0.0);
+  for (int k = 0; k < n_nodes; ++k)
+    attr_buf[static_cast<size_t>(k) * n_species + type_species[type[node_atom[k]]]] = 1.0;
+
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  const auto fopt = torch::TensorOptions().dtype(dtype).device(device);
+  const auto iopt = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  auto to_dev = [](const torch::Tensor &t, const torch::TensorOptions &opt) {
+    return t.to(opt, /*non_blocking=*/false, /*copy=*/true);
+  };
+  const bool want_virial = vflag_either != 0;
+
+  torch::Tensor node_attrs =
+      to_dev(torch::from_blob(attr_buf.data(), {n_nodes, n_species}, f64), fopt);
+  torch::Tensor edge_index = to_dev(torch::from_blob(edge_buf.data(), {2, n_edges}, i64), iopt);
+  torch::Tensor vectors = to_dev(torch::from_blob(vec_buf.data(), {n_edges, 3}, f64), fopt);
+  vectors.set_requires_grad(true);
+
+  // copy a [rows, w] tensor into the per-atom buffer rows 0..rows-1, and back
+  auto tensor_to_rows = [&](const torch::Tensor &t, std::vector<double> &buf, int w) {
+    auto cpu = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    std::memcpy(buf.data(), cpu.data_ptr<double>(), sizeof(double) * cpu.numel());
+    (void) w;
+  };
+
+  std::vector<torch::Tensor> X(n_layers), H(n_layers), E(n_layers);
+  torch::Tensor e0, grad_vec;
+  try {
+    {
+      auto out = layers_module.get_method("embed")({node_attrs}).toTuple();
+      X[0] = out->elements()[0].toTensor();
+      e0 = out->elements()[1].toTensor();
+    }
+    for (int l = 0; l < n_layers; ++l) {
+      auto out = layer_modules[l]
+                     .forward({node_attrs, X[l], vectors, edge_index,
+                               static_cast<int64_t>(nlocal)})
+                     .toTuple();
+      H[l] = out->elements()[0].toTensor();
+      E[l] = out->elements()[1].toTensor();
+      if (l + 1 < n_layers) {
+        // ghost features of layer l+1's input from their owners
+        const int w = static_cast<int>(H[l].size(1));
+        feat_buf.resize(static_cast<size_t>(nall) * w);
+        tensor_to_rows(H[l], feat_buf, w);
+        const auto tc = clock::now();
+        comm_width = w;
+        comm->forward_comm(this, w);
+        t_comm += std::chrono::duration<double>(clock::now() - tc).count();
+        std::vector<double> rows(static_cast<size_t>(n_nodes) * w);
+        for (int k = 0; k < n_nodes; ++k)
+          std::memcpy(&rows[static_cast<size_t>(k) * w],
+                      &feat_buf[static_cast<size_t>(node_atom[k]) * w], sizeof(double) * w);
+        X[l + 1] = to_dev(torch::from_blob(rows.data(), {n_nodes, w}, f64), fopt);
+        X[l + 1].set_requires_grad(true);
+      }
+    }
+
+    // ----- backward, layer by layer in reverse
+    grad_vec = torch::zeros_like(vectors);
+    torch::Tensor G;    // dE/dH_l on local atoms (all ranks' contributions)
+    for (int l = n_layers - 1; l >= 0; --l) {
+      torch::Tensor s = E[l].sum();
+      if (G.defined()) s = s + (H[l] * G).sum();
+      std::vector<torch::Tensor> inputs{vectors};
+      if (l > 0) inputs.push_back(X[l]);
+      auto grads = torch::autograd::grad({s}, inputs, /*grad_outputs=*/{},
+                                         /*retain_graph=*/false, /*create_graph=*/false,
+                                         /*allow_unused=*/true);
+      if (grads[0].defined()) grad_vec = grad_vec + grads[0];
+      if (l > 0) {
+        const int w = static_cast<int>(X[l].size(1));
+        grad_buf.assign(static_cast<size_t>(nall) * w, 0.0);
+        if (grads[1].defined()) {
+          auto gx = grads[1].detach().to(torch::kCPU, torch::kFloat64).contiguous();
+          const double *gp = gx.data_ptr<double>();
+          for (int k = 0; k < n_nodes; ++k)
+            std::memcpy(&grad_buf[static_cast<size_t>(node_atom[k]) * w],
+                        &gp[static_cast<size_t>(k) * w], sizeof(double) * w);
+        }
+        const auto tc = clock::now();
+        comm_width = w;
+        comm->reverse_comm(this, w);
+        t_comm += std::chrono::duration<double>(clock::now() - tc).count();
+        G = to_dev(torch::from_blob(grad_buf.data(), {nlocal, w}, f64), fopt);
+      }
+    }
+  } catch (const std::exception &exc) {
+    error->one(FLERR, "pair_style mace: model evaluation failed (parallel mode): {}",
+               utils::split_lines(exc.what())[0]);
+  }
+
+  // ----- forces: r_e = x_i - x_j, dE/dx_i = g_e, dE/dx_j = -g_e
+  auto gcpu = grad_vec.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  const double *g = gcpu.data_ptr<double>();
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const int i = static_cast<int>(receivers[e]);
+    const int j = sender_atom[e];
+    for (int c = 0; c < 3; ++c) {
+      f[i][c] -= g[3 * e + c];
+      f[j][c] += g[3 * e + c];
+    }
+  }
+
+  // ----- energies: local atoms only
+  if (eflag_either) {
+    torch::Tensor eloc = e0.detach().slice(0, 0, nlocal).to(torch::kFloat64);
+    for (int l = 0; l < n_layers; ++l) eloc = eloc + E[l].detach().to(torch::kFloat64);
+    auto ecpu = eloc.to(torch::kCPU).contiguous();
+    const double *e = ecpu.data_ptr<double>();
+    if (eflag_global)
+      for (int i = 0; i < nlocal; ++i) eng_vdwl += e[i];
+    if (eflag_atom)
+      for (int i = 0; i < nlocal; ++i) eatom[i] += e[i];
+  }
+
+  // ----- virial from edge gradients: W_e = -r_e (x) dE/dr_e
+  if (want_virial) {
+    double w[6] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    for (int64_t e = 0; e < n_edges; ++e) {
+      const double *r = &vec_buf[3 * e];
+      const double *d = &g[3 * e];
+      const double v[6] = {-r[0] * d[0],
+                           -r[1] * d[1],
+                           -r[2] * d[2],
+                           -0.5 * (r[0] * d[1] + r[1] * d[0]),
+                           -0.5 * (r[0] * d[2] + r[2] * d[0]),
+                           -0.5 * (r[1] * d[2] + r[2] * d[1])};
+      if (vflag_global)
+        for (int k = 0; k < 6; ++k) w[k] += v[k];
+      if (vflag_atom) {
+        const int i = static_cast<int>(receivers[e]), j = sender_atom[e];
+        for (int k = 0; k < 6; ++k) {
+          vatom[i][k] += 0.5 * v[k];
+          vatom[j][k] += 0.5 * v[k];
+        }
+      }
+    }
+    if (vflag_global)
+      for (int k = 0; k < 6; ++k) virial[k] += w[k];
+  }
+  n_compute += 1;
+  time_comm += t_comm;
+  time_model += std::chrono::duration<double>(clock::now() - t_start).count() - t_comm;
 }
