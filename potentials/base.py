@@ -49,6 +49,11 @@ class LammpsSetup:
     max_ranks: int | None = None
     route: str = "native"
     fix_it: str = ""
+    #: fixed point charge (e) of each LAMMPS type, in type order; empty = no charges.
+    #: The MD template then adds ``fix property/atom q`` and ``set type N charge q``.
+    type_charges: tuple[float, ...] = ()
+    #: ``(kspace_style, relative accuracy)`` for long-range Coulomb, e.g. ``("ewald", 1e-6)``
+    kspace: tuple[str, float] | None = None
 
 
 @dataclass

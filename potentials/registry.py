@@ -145,6 +145,14 @@ register(
     checkpoint="mattersim-v1.0.0-1M.pth",
 )
 register(
+    "snap-li3n",
+    "potentials.snap:SnapPotential",
+    description="Li3N electrostatic SNAP (Deng et al. 2019, maml, BSD-3): native pair_style "
+                "snap + coul/long with Ewald; snap-li3n:/path/X.snapcoeff for other files",
+    accepts_file=True,
+    model="li3n",
+)
+register(
     "lj-test",
     "potentials.classical:ClassicalPotential",
     description="Soft Lennard-Jones for any elements: cheap classical reference for tests",

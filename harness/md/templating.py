@@ -22,6 +22,8 @@ ATTACH_MARKER = "#@harness attach-potential"
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_./+:=@,\-]+$")
 _SAFE_LINE_TOKEN = re.compile(r"^[A-Za-z0-9_./+:=@,*\-]+$")  # '*' for type ranges
 _FORBIDDEN_WORDS = {"shell", "python", "include", "label", "jump", "next", "print"}
+#: long-range Coulomb solvers the MD template may set (``kspace_style NAME accuracy``)
+KSPACE_STYLES = ("ewald", "pppm")
 
 
 class TemplateValueError(ValueError):
@@ -90,14 +92,18 @@ class Chunk:
 
 
 def plan_chunks(*, equilibration_steps: int, production_steps: int, restart_every: int,
-                resume_step: int = 0) -> tuple[Chunk, ...]:
-    """Chunks ending at every multiple of ``restart_every`` and at the phase boundaries.
+                resume_step: int = 0, check_every: int | None = None) -> tuple[Chunk, ...]:
+    """Chunks ending at every multiple of ``restart_every`` and at the phase boundaries
+    (and, for adaptive runs, every ``check_every`` production steps).
 
     The plan depends only on the step counts, so a continuation from ``resume_step``
     (a chunk end) runs exactly the remaining chunks of the uninterrupted plan.
     """
     ends = set(range(restart_every, equilibration_steps + production_steps, restart_every))
     ends |= {equilibration_steps, equilibration_steps + production_steps}
+    if check_every:
+        ends |= set(range(equilibration_steps + check_every,
+                          equilibration_steps + production_steps, check_every))
     ends.discard(0)
     chunks, start = [], 0
     for end in sorted(ends):
@@ -149,6 +155,11 @@ class MDTemplateContext:
     progress_every: int
     progress_fix_id: str
     watchdog: bool
+    #: fixed point charge (e) per type, in type order (empty: the potential has no charges)
+    type_charges: tuple[float, ...] = ()
+    #: long-range Coulomb solver (needs charges) and its relative force accuracy
+    kspace_style: str | None = None
+    kspace_accuracy: float | None = None
 
     def validated(self) -> dict:
         ensembles = {p.name.split(".")[0] for p in (TEMPLATE_DIR / "ensembles").glob("*.lammps.j2")}
@@ -181,6 +192,26 @@ class MDTemplateContext:
         for name in ("thermo_every", "dump_every", "minimize_max_iterations", "seed",
                      "progress_every"):
             count(getattr(self, name), what=name, minimum=1)
+        if self.type_charges:
+            if len(self.type_charges) != len(self.type_elements):
+                raise TemplateValueError(
+                    f"type_charges has {len(self.type_charges)} value(s) for "
+                    f"{len(self.type_elements)} atom type(s); give one charge per type")
+            for index, charge in enumerate(self.type_charges, start=1):
+                finite(charge, what=f"charge of type {index}")
+        if self.kspace_style is not None:
+            if self.kspace_style not in KSPACE_STYLES:
+                raise TemplateValueError(f"unknown kspace_style '{self.kspace_style}'; "
+                                         f"known: {', '.join(KSPACE_STYLES)}")
+            if not self.type_charges:
+                raise TemplateValueError(f"kspace_style {self.kspace_style} needs per-type "
+                                         "charges (type_charges), none were given")
+            accuracy = finite(self.kspace_accuracy, what="kspace_accuracy", positive=True)
+            if accuracy >= 1e-2:
+                raise TemplateValueError(f"kspace_accuracy {accuracy!r} is a relative force "
+                                         "error and must be below 1e-2 (typical: 1e-6)")
+        elif self.kspace_accuracy is not None:
+            raise TemplateValueError("kspace_accuracy given without kspace_style")
         values = asdict(self)
         values["chunks"] = self.chunks  # keep the dataclasses (templates read .steps)
         return values

@@ -287,6 +287,25 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
                 (run_dir / name).unlink(missing_ok=True)
     world.Barrier()
 
+    # --- adaptive length (--until-converged): checks so far, frames read so far ----------------
+    monitor = None
+    check_every = None
+    if spec.convergence is not None:
+        check_every = max(1, int(round(spec.convergence.check_every_ps * 1000.0 / spec.timestep_fs)))
+        if rank == 0:
+            from harness.md.convergence import ConvergenceMonitor
+
+            monitor = ConvergenceMonitor(spec=spec, run_dir=run_dir,
+                                         symbols=atoms.get_chemical_symbols(),
+                                         dump_name=DUMP_FILE, thermo_name=THERMO_FILE)
+            if resume_file is not None:
+                monitor.restore(old_convergence=(old_manifest or {}).get("convergence"),
+                                resume_step=resume_step)
+        already = world.bcast(monitor.stopped() if monitor is not None else None, root=0)
+        if already is not None:  # killed after the stop decision was recorded
+            return _finish_stopped(spec, world=world, run_dir=run_dir, atoms=atoms,
+                                   old_manifest=old_manifest, monitor=monitor, record=already)
+
     # --- inputs --------------------------------------------------------------------------------
     data_path = run_dir / DATA_FILE
     type_elements = write_lammps_data(atoms, data_path) if rank == 0 else None
@@ -316,7 +335,7 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
                        or abs(atoms.cell.array[0, 1:]).max() > 1e-8),
         chunks=plan_chunks(equilibration_steps=spec.equilibration_steps,
                            production_steps=spec.steps, restart_every=spec.restart_every,
-                           resume_step=resume_step),
+                           resume_step=resume_step, check_every=check_every),
         thermo_file=str(run_dir / THERMO_FILE),
         dump_file=str(run_dir / DUMP_FILE),
         dump_every=spec.dump_every,
@@ -327,6 +346,9 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
         progress_every=spec.thermo_every * max(1, total_steps // (200 * spec.thermo_every)),
         progress_fix_id=PROGRESS_FIX_ID,
         watchdog=spec.watchdog,
+        type_charges=tuple(setup.type_charges),
+        kspace_style=setup.kspace[0] if setup.kspace else None,
+        kspace_accuracy=setup.kspace[1] if setup.kspace else None,
     )
     text = render("md.lammps.j2", context)
     before, after = split_at_attach(text)
@@ -382,6 +404,8 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
     started = time.perf_counter()
     error: BaseException | None = None
     failure: dict[str, Any] | None = None
+    stop_decision: tuple[str, int] | None = None
+    analysis_before_s = monitor.analysis_s if monitor is not None else 0.0
     if lammps_comm != MPI.COMM_NULL:
         try:
             with LammpsEngine(log_file=run_dir / log_name, comm=lammps_comm) as engine:
@@ -407,8 +431,21 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
                 for line in after[1:]:
                     if line.startswith(CHECKPOINT_MARKER):
                         step = int(line.split()[2])
+                        decision = None
+                        if check_every is not None and (step - spec.equilibration_steps) > 0:
+                            # the check is recorded before its restart file is published: a
+                            # continuation from this restart never misses this decision
+                            if engine.rank == 0 and monitor.due(step):
+                                decision = monitor.check(step)["decision"]
+                                manifest["convergence"] = {"stop_reason": None,
+                                                           "history": monitor.history}
+                                atomic_write_json(run_dir / MANIFEST, manifest)
+                            decision = engine.comm.bcast(decision, root=0)
                         if engine.rank == 0:
                             _checkpoint(run_dir, step=step, manifest=manifest)
+                        if decision not in (None, "continue"):
+                            stop_decision = (decision, step)
+                            break
                     else:
                         engine.commands([line])
                     if reporter.watchdog is not None and reporter.watchdog.failure is not None:
@@ -435,6 +472,19 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
         manifest["error"] = f"{type(error).__name__}: {error}"
     if failure is not None:
         manifest["failure"] = failure
+    if monitor is not None:
+        md_wall = (float((old_manifest or {}).get("convergence", {}).get("md_wall_s") or 0.0)
+                   + wall_s - (monitor.analysis_s - analysis_before_s))
+        if failure is not None and failure.get("kind") == "framework_melting":
+            manifest["convergence"] = monitor.summary(stop_reason="melting", md_wall_s=md_wall,
+                                                      detail=failure.get("detail"))
+        elif stop_decision is not None:
+            manifest["convergence"] = monitor.summary(stop_reason=stop_decision[0],
+                                                      md_wall_s=md_wall)
+            _apply_stop(manifest, monitor=monitor, step=stop_decision[1])
+        else:
+            manifest["convergence"] = {**monitor.summary(stop_reason=None, md_wall_s=md_wall),
+                                       "converged": False}
     if rank == 0:
         _tidy_thermo(run_dir / THERMO_FILE)
         atomic_write_json(run_dir / MANIFEST, manifest)
@@ -448,7 +498,40 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
         raise RuntimeError("MD failed on another MPI rank; see the manifest")
     return MDResult(run_dir=run_dir, manifest=manifest, n_atoms=len(atoms), wall_s=wall_s,
                     ms_per_step=ms_per_step,
-                    resumed_from_step=resume_step if resume_file else None)
+                    resumed_from_step=resume_step if resume_file else None,
+                    extra={"convergence": manifest.get("convergence")} if monitor else {})
+
+
+def _apply_stop(manifest: dict[str, Any], *, monitor: Any, step: int) -> None:
+    """Record where an adaptive run stopped; later analyses start where the checks did."""
+    conv = manifest["convergence"]
+    manifest["total_steps"] = step
+    manifest["production_steps_run"] = step - monitor.eq_steps
+    manifest["analysis_start_ps"] = float(conv.get("analysis_start_ps") or 0.0)
+    plot = monitor.plot()
+    manifest["outputs"]["convergence_csv"] = conv["history_csv"]
+    if plot is not None:
+        manifest["outputs"]["convergence_plot"] = plot.name
+
+
+def _finish_stopped(spec: MDSpec, *, world: Any, run_dir: Path, atoms: Any,
+                    old_manifest: dict[str, Any], monitor: Any,
+                    record: dict[str, Any]) -> MDResult:
+    """A continuation that finds the stop decision already recorded: nothing left to run."""
+    manifest = dict(old_manifest)
+    if world.Get_rank() == 0:
+        md_wall = float(manifest.get("convergence", {}).get("md_wall_s") or 0.0)
+        manifest["convergence"] = monitor.summary(stop_reason=record["decision"],
+                                                  md_wall_s=md_wall)
+        _apply_stop(manifest, monitor=monitor, step=int(record["step"]))
+        manifest.update({"status": "completed", "finished": now_iso()})
+        _tidy_thermo(run_dir / THERMO_FILE)
+        atomic_write_json(run_dir / MANIFEST, manifest)
+    manifest = world.bcast(manifest, root=0)
+    timing = manifest.get("timing", {})
+    return MDResult(run_dir=run_dir, manifest=manifest, n_atoms=len(atoms),
+                    wall_s=timing.get("wall_s", 0.0), ms_per_step=timing.get("ms_per_step"),
+                    extra={"convergence": manifest.get("convergence")})
 
 
 def _checkpoint(run_dir: Path, *, step: int, manifest: dict[str, Any]) -> None:

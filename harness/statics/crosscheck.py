@@ -64,8 +64,14 @@ def lammps_single_point(potential: Any, atoms: Any, *, workdir: str | Path,
                                        nranks=engine.nprocs)
         engine.commands(_HEADER)
         engine.command(f"read_data {data_file}")
+        if setup.type_charges:  # as templates/md.lammps.j2 does
+            engine.command("fix harness_q all property/atom q ghost yes")
+            engine.commands([f"set type {t} charge {q!r}"
+                             for t, q in enumerate(setup.type_charges, start=1)])
         engine.run_potential_block(setup.lines, required_styles=setup.required_styles,
                                    fix_it=setup.fix_it)
+        if setup.kspace:
+            engine.command(f"kspace_style {setup.kspace[0]} {setup.kspace[1]!r}")
         potential.attach(engine.lmp, setup=setup, type_elements=type_elements,
                          comm=engine.comm)
         engine.commands([
