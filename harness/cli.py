@@ -33,7 +33,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
                                          TemplateValueError, PotentialError]
     for module, name in (("harness.structures", "StructureError"),
                          ("analysis.errors", "AnalysisInputError"),
-                         ("potentials.plugins", "PluginBuildError")):
+                         ("potentials.plugins", "PluginBuildError"),
+                         ("harness.statics.statics_run", "StaticsInputError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -155,6 +156,17 @@ def md(
     config: Optional[Path] = typer.Option(None, help="YAML spec; flags override its keys"),
     force: bool = typer.Option(False, help="overwrite an existing run directory"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    until_converged: bool = typer.Option(False, "--until-converged",
+                                         help="extend production until D has converged "
+                                         "(YAML block `convergence:`; the flags below)"),
+    species: Optional[str] = typer.Option(None, help="mobile species of the convergence checks"),
+    target_rel_ci95: Optional[float] = typer.Option(None, "--target-rel-ci95",
+                                                    help="half-width of D's 95% interval / D"),
+    min_msd_A2: Optional[float] = typer.Option(None, "--min-msd-A2", help="MSD gate"),
+    check_every_ps: Optional[float] = typer.Option(None, "--check-every-ps"),
+    min_ps: Optional[float] = typer.Option(None, "--min-ps", help="no verdict before this"),
+    max_ps: Optional[float] = typer.Option(None, "--max-ps", help="production budget"),
+    max_wall_h: Optional[float] = typer.Option(None, "--max-wall-h", help="wall-time budget"),
 ) -> None:
     """Run MD of one structure with one potential in LAMMPS."""
     with _clean_errors():
@@ -168,6 +180,20 @@ def md(
                          restart_every=restart_every,
                          supercell_min_length_A=supercell_min_length_A, minimize=minimize,
                          seed=seed, out=out)
+        conv_flags = {k: v for k, v in dict(
+            species=species, target_rel_ci95=target_rel_ci95, min_msd_A2=min_msd_A2,
+            check_every_ps=check_every_ps, min_ps=min_ps, max_ps=max_ps,
+            max_wall_h=max_wall_h).items() if v is not None}
+        if until_converged or conv_flags:
+            from harness.md.spec import SpecError, load_yaml
+
+            base = (load_yaml(config).get("convergence") if config is not None else None) or {}
+            if not isinstance(base, dict):
+                raise SpecError(f"convergence in {config} must be a mapping of keys to values")
+            if conv_flags and not until_converged and not base:
+                raise SpecError("--" + next(iter(conv_flags)).replace("_", "-") + " needs "
+                                "--until-converged (or a convergence: block in --config)")
+            overrides["convergence"] = {**base, **conv_flags}
         spec = build_spec(MDSpec, config=config, overrides=overrides)
         with _progress_bar(f"MD {spec.potential}", enabled=not quiet) as progress:
             result = run_md(spec, force=force, progress=progress)
@@ -185,6 +211,20 @@ def _print_md_summary(result) -> None:
         f"steps in {result.wall_s:.1f} s"
         + (f" ({ms:.1f} ms/step)" if ms else "")
         + f"\nrun directory: {result.run_dir}", highlight=False)
+    conv = result.manifest.get("convergence")
+    if conv and conv.get("stop_reason"):
+        if conv.get("D_upper_bound_cm2_per_s") is not None:
+            value = f"D({conv['species']}) < {conv['D_upper_bound_cm2_per_s']:.3g} cm^2/s"
+        elif conv.get("D_cm2_per_s") is not None:
+            lo, hi = conv["D_ci95_cm2_per_s"]
+            value = (f"D({conv['species']}) = {conv['D_cm2_per_s']:.3g} cm^2/s "
+                     f"[{lo:.3g}, {hi:.3g}]")
+        else:
+            value = ""
+        Console().print(f"stop: [bold]{conv['stop_reason']}[/] after "
+                        f"{conv.get('production_ps', 0):g} ps of production; {value}; "
+                        f"analysis cost {100 * (conv.get('analysis_fraction_of_md') or 0):.1f} % "
+                        "of the MD", highlight=False)
 
 
 @app.command()
@@ -218,6 +258,9 @@ def analyze(
     out: Optional[Path] = typer.Option(None, help="output directory (default: RUN_DIR/analysis)"),
     seed: int = typer.Option(0, help="random seed of the kinisi sampler"),
     plots: bool = typer.Option(True, "--plots/--no-plots"),
+    charge: Optional[list[str]] = typer.Option(
+        None, help="formal charge number for the conductivity: 2 (the analysed species) or "
+        "Mg=2 per species, repeatable (default: the formal charge table)"),
 ) -> None:
     """MSD, D with kinisi uncertainty, conductivity, van Hove, RDF, density."""
     with _clean_errors():
@@ -227,7 +270,7 @@ def analyze(
                              species=species, temperature_K=temperature_K,
                              timestep_fs=timestep_fs, frame_interval_fs=frame_interval_fs,
                              type_map=type_map, out=out, fit_start_ps=fit_start_ps,
-                             fit_end_ps=fit_end_ps, seed=seed, plots=plots)
+                             fit_end_ps=fit_end_ps, seed=seed, plots=plots, charge=charge)
         _print_transport(result)
 
 
@@ -301,7 +344,8 @@ def _print_transport(result: dict) -> None:
         f"{result['species']} at {result['temperature_K']} K, {result['n_ions']} ions",
         f"D = {result['D_cm2_per_s']:.3e} cm^2/s  (95% CI {ci[0]:.3e} .. {ci[1]:.3e})"
         if ci[0] is not None else f"D = {result['D_cm2_per_s']:.3e} cm^2/s",
-        f"sigma_NE = {result['sigma_NE_mS_per_cm']:.3e} mS/cm",
+        f"sigma_NE = {result['sigma_NE_mS_per_cm']:.3e} mS/cm (ion charge q = "
+        f"{result.get('charge', 1):g})",
         f"max MSD = {result['msd_max_A2']:.2f} A^2, fit window {result['fit_window_ps']} ps",
     ]
     if result.get("flags"):
@@ -422,6 +466,119 @@ def report_cmd(
                              if experimental_csv else None)
         Console().print("\n".join(f"{name}: {path}" for name, path in paths.items()
                                   if not name.startswith("figure:")), highlight=False)
+
+
+@app.command()
+def neb(
+    structure: Optional[str] = typer.Argument(None, help="unit cell: hops are enumerated in it"),
+    species: Optional[str] = typer.Option(None, help="migrating species (default Li)"),
+    potential: Optional[str] = typer.Option(None, help="e.g. sevennet-0, chgnet, lj-test"),
+    route: Optional[str] = typer.Option(None, help="auto | native | mliap | external"),
+    start: Optional[str] = typer.Option(None, help="explicit start endpoint (with --end)"),
+    end: Optional[str] = typer.Option(None, help="explicit end endpoint (same atom order)"),
+    cutoff_A: Optional[float] = typer.Option(None, "--cutoff-A", help="longest hop (5 A)"),
+    supercell_min_length_A: Optional[float] = typer.Option(None, "--supercell-min-length-A"),
+    n_images: Optional[int] = typer.Option(None, help="intermediate images (5)"),
+    fmax_eV_per_A: Optional[float] = typer.Option(None, "--fmax-eV-per-A"),
+    max_steps: Optional[int] = typer.Option(None, help="NEB steps before Type I (300)"),
+    max_hops: Optional[int] = typer.Option(None, help="at most this many hops, shortest first"),
+    reference_barrier_eV: Optional[float] = typer.Option(None, "--reference-barrier-eV"),
+    backend: Optional[str] = typer.Option(None, help="lammps (default) | ase (cross-check)"),
+    out: Optional[str] = typer.Option(None, help="output directory"),
+    config: Optional[Path] = typer.Option(None, help="YAML spec; flags override its keys"),
+    force: bool = typer.Option(False, help="overwrite the output directory"),
+) -> None:
+    """Climbing-image NEB barriers of the symmetry-distinct vacancy hops (failure types I/II)."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.md.spec import build_spec
+        from harness.statics.neb import NEBSpec, run_neb
+
+        spec = build_spec(NEBSpec, config=config, overrides=dict(
+            structure=structure, species=species, potential=potential, route=route,
+            start=start, end=end, cutoff_A=cutoff_A,
+            supercell_min_length_A=supercell_min_length_A, n_images=n_images,
+            fmax_eV_per_A=fmax_eV_per_A, max_steps=max_steps, max_hops=max_hops,
+            reference_barrier_eV=reference_barrier_eV, backend=backend, out=out))
+        result = run_neb(spec, force=force)
+        lines = [f"{r['hop']}: {r['length_A']:.3f} A, "
+                 + (f"barrier {r['barrier_eV']:.3f} eV" if r["failure_type"] == "none"
+                    else f"FAILED type {r['failure_type']} ({r['message']})") for r in result.rows]
+        s = result.summary
+        lines.append(f"{s['n_ok']} of {s['n_hops']} hops ok, type I {s['n_failed_type_I']}, "
+                     f"type II {s['n_failed_type_II']}"
+                     + (f", MAE {s['mae_eV']:.3f} eV vs reference" if s["mae_eV"] is not None
+                        else "") + f"; {s['wall_s']:.1f} s\noutput: {result.out}")
+        Console().print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def order(
+    structure: str = typer.Argument(..., help="disordered CIF (partial occupancies) or bundled name"),
+    n: int = typer.Option(10, "--n", help="orderings to write (lowest energy first)"),
+    supercell_min_length_A: Optional[float] = typer.Option(None, "--supercell-min-length-A"),
+    supercell_matrix: Optional[str] = typer.Option(None, help="e.g. 2,2,1"),
+    seed: int = typer.Option(0, help="random sampling seed"),
+    method: str = typer.Option("auto", help="auto | enumerate | sample"),
+    n_samples: int = typer.Option(500, help="random configurations drawn when sampling"),
+    max_enumerate: int = typer.Option(20_000, help="enumerate when there are at most this many"),
+    exclusion_distance_A: float = typer.Option(2.0, "--exclusion-distance-A",
+                                               help="partial sites closer than this are never "
+                                               "both occupied (split sites)"),
+    oxidation_states: Optional[str] = typer.Option(None, help="e.g. Li=1,P=5,S=-2,Cl=-1 "
+                                                   "(default: guessed by pymatgen)"),
+    rank_by: str = typer.Option("ewald", help="ewald, or a potential (relaxed energy), "
+                                "e.g. sevennet-0"),
+    out: Path = typer.Option(Path("orderings"), help="output directory"),
+) -> None:
+    """Turn a disordered structure into N ordered supercells (CIF + POSCAR + manifest.json)."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from pydantic import ValidationError
+
+        from harness.md.spec import OrderingSpec, SpecError
+        from harness.ordering import order_structure, write_orderings
+
+        oxi = None
+        if oxidation_states:
+            try:
+                oxi = {k.strip(): float(v) for k, v in
+                       (item.split("=") for item in oxidation_states.split(","))}
+            except ValueError:
+                raise SpecError(f"--oxidation-states {oxidation_states!r}: write it as "
+                                "Li=1,P=5,S=-2,Cl=-1") from None
+        matrix = None
+        if supercell_matrix:
+            try:
+                matrix = [int(v) for v in supercell_matrix.split(",")]
+            except ValueError:
+                raise SpecError(f"--supercell-matrix {supercell_matrix!r}: write 3 integers "
+                                "like 2,2,1") from None
+        try:
+            spec = OrderingSpec(n=n, supercell_min_length_A=supercell_min_length_A,
+                                supercell_matrix=matrix, seed=seed, method=method,
+                                n_samples=n_samples, max_enumerate=max_enumerate,
+                                exclusion_distance_A=exclusion_distance_A,
+                                oxidation_states=oxi, rank_by=rank_by)
+        except ValidationError as exc:
+            from harness.md.spec import _format_errors
+
+            raise SpecError(_format_errors(exc, source="harness order options")) from None
+        result = order_structure(structure, spec)
+        manifest = write_orderings(result, out, command=" ".join(sys.argv))
+        info = result.info
+        lines = [f"{info['source']}: {info['rule']}",
+                 f"supercell {info['supercell_matrix']}, {info['n_sites_supercell']} sites, "
+                 f"oxidation states {info['oxidation_states']}, charge {info['charge_e']}"]
+        for cand in result.candidates:
+            s = cand.summary()
+            lines.append(f"  {cand.rank:3d}  {s['formula']}  Ewald {s['ewald_eV_per_atom']:.5f} eV/atom"
+                         + (f"  {rank_by} relaxed {s['relaxed_energy_eV_per_atom']:.5f} eV/atom"
+                            if cand.relaxed_energy_eV is not None else ""))
+        lines.append(f"written: {out}/ordering-NNN.cif, .vasp and {manifest.name}")
+        Console().print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -20,6 +20,87 @@ class SpecError(ValueError):
     """A spec (YAML or flags) is invalid; the message lists every problem."""
 
 
+class ConvergenceSpec(BaseModel):
+    """Adaptive production length (``harness md --until-converged``; harness/md/convergence.py).
+
+    Production runs in chunks of ``check_every_ps``; after each chunk from ``min_ps`` on, D of
+    ``species`` is estimated from the trajectory so far and the run stops as ``converged``,
+    ``non_diffusive``, ``melting`` (watchdog) or ``budget`` (``max_ps`` / ``max_wall_h``).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    species: str | None = Field(None, description="mobile species (default: the alkali)")
+    target_rel_ci95: float = Field(0.2, gt=0, lt=10, description="stop when half the 95 % "
+                                   "interval of D is at most this fraction of D")
+    min_msd_A2: float = Field(20.0, ge=0, description="MSD gate: the MSD at the end of the fit "
+                              "window must reach this before D counts as converged")
+    check_every_ps: float = Field(5.0, gt=0, description="production time between checks")
+    min_ps: float = Field(10.0, ge=0, description="no verdict before this production time")
+    max_ps: float = Field(200.0, gt=0, description="production budget")
+    max_wall_h: float | None = Field(None, gt=0, description="wall-time budget (all segments)")
+    consecutive_checks: int = Field(2, ge=1, le=10, description="a verdict must hold at this "
+                                    "many consecutive checks (guards against stopping on a "
+                                    "fluctuation)")
+    detect_equilibration: bool | None = Field(None, description="discard the start of "
+                                              "production found from the potential energy "
+                                              "(Chodera 2016); default: when "
+                                              "equilibration_steps is 0")
+    plateau_loglog_slope: float = Field(0.5, gt=0, lt=1, description="non_diffusive needs the "
+                                        "log-log MSD slope in the fit window below this")
+    seed: int = Field(0, ge=0, description="kinisi sampler seed of the checks")
+
+    @model_validator(mode="after")
+    def _order(self) -> "ConvergenceSpec":
+        if self.min_ps > self.max_ps:
+            raise ValueError(f"convergence.min_ps ({self.min_ps}) exceeds max_ps ({self.max_ps})")
+        if self.check_every_ps > self.max_ps:
+            raise ValueError(f"convergence.check_every_ps ({self.check_every_ps}) exceeds "
+                             f"max_ps ({self.max_ps})")
+        return self
+
+
+class OrderingSpec(BaseModel):
+    """How a disordered structure becomes ordered supercells (``harness order``, ``ordering:``).
+
+    The rules (rounding, enumeration or Ewald-screened sampling, split-site exclusion) are
+    in :mod:`harness.ordering`.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    n: int = Field(1, ge=1, le=1000, description="orderings made (a campaign runs each as a "
+                   "replica of one task)")
+    index: int = Field(0, ge=0, description="which ordering `harness md` runs (0 = lowest "
+                       "energy by rank_by)")
+    supercell_min_length_A: float | None = Field(None, gt=0, le=200, description="supercell "
+                                                 "of the ordering (default: the MD spec's)")
+    supercell_matrix: list[int] | list[list[int]] | None = None
+    seed: int = Field(0, ge=0, description="random sampling seed")
+    method: Literal["auto", "enumerate", "sample"] = Field(
+        "auto", description="auto: enumerate when the configurations number at most "
+        "max_enumerate, else sample")
+    max_enumerate: int = Field(20_000, ge=1, description="largest configuration count "
+                               "enumerated exhaustively")
+    n_samples: int = Field(500, ge=1, description="random configurations drawn when sampling")
+    exclusion_distance_A: float = Field(2.0, ge=0, description="two partially occupied "
+                                        "sites closer than this are never both occupied")
+    oxidation_states: dict[str, float] | None = Field(None, description="e.g. {Li: 1, P: 5, "
+                                                      "S: -2, Cl: -1}; default: guessed")
+    charge_neutral: bool = Field(True, description="adjust the rounding to keep the cell "
+                                 "neutral where possible")
+    rank_by: str = Field("ewald", description="ewald, or a potential name: relaxed energy")
+
+    @model_validator(mode="after")
+    def _supercell(self) -> "OrderingSpec":
+        if self.supercell_matrix is not None and self.supercell_min_length_A is not None:
+            raise ValueError("ordering: give supercell_matrix or supercell_min_length_A, not both")
+        if self.index >= self.n:
+            raise ValueError(f"ordering.index {self.index} must be below ordering.n {self.n} "
+                             "(index 0 is the lowest-energy ordering)")
+        return self
+
+
 class MDSpec(BaseModel):
     """One molecular-dynamics run of one structure with one potential."""
 
@@ -63,6 +144,29 @@ class MDSpec(BaseModel):
                                           "framework (non-mobile) atoms")
     out: str = "runs/md"
     neighbor_skin_A: float = Field(1.0, gt=0, le=5)
+    ordering: OrderingSpec | None = Field(None, description="order a disordered structure "
+                                          "first (harness.ordering); runs ordering.index")
+    convergence: ConvergenceSpec | None = Field(None, description="adaptive production "
+                                                "length; then steps = max_ps / timestep")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_from_convergence(cls, values: Any) -> Any:
+        """With a convergence block, ``steps`` (the most production steps) follows max_ps."""
+        if not isinstance(values, dict) or values.get("convergence") is None:
+            return values
+        conv = values["convergence"]
+        max_ps = (conv.get("max_ps", ConvergenceSpec.model_fields["max_ps"].default)
+                  if isinstance(conv, dict) else getattr(conv, "max_ps", None))
+        timestep = values.get("timestep_fs", cls.model_fields["timestep_fs"].default)
+        try:
+            derived = max(1, int(round(float(max_ps) * 1000.0 / float(timestep))))
+        except (TypeError, ValueError, ZeroDivisionError):
+            return values  # the field validators report the bad value
+        if values.get("steps") is not None and int(values["steps"]) != derived:
+            raise ValueError(f"steps ({values['steps']}) conflicts with convergence.max_ps "
+                             f"({max_ps} ps = {derived} steps): give only convergence.max_ps")
+        return {**values, "steps": derived}
 
     @field_validator("supercell_matrix")
     @classmethod
