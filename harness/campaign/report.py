@@ -80,6 +80,8 @@ def task_row(task: dict[str, Any], result: dict[str, Any] | None, *, campaign: s
         "reference_id": task.get("reference_id"), "potential": task["potential"],
         "potential_label": task["potential_label"], "temperature_K": task["temperature_K"],
         "replica": task["replica"], "seed": task["seed"],
+        "ordering_index": (md.get("ordering") or {}).get("index"),
+        "n_orderings": (md.get("ordering") or {}).get("n"),
         "status": status, "stage": result.get("stage"),
         "failure_kind": result.get("failure_kind"),
         "failure_category": result.get("failure_category"),
@@ -98,7 +100,7 @@ def task_row(task: dict[str, Any], result: dict[str, Any] | None, *, campaign: s
         "task_wall_s": cost.get("task_wall_s"), "analysis_wall_s": cost.get("analysis_wall_s"),
         "ranks": cost.get("ranks"), "cpu_hours": cost.get("cpu_hours"),
         "gpu_hours": cost.get("gpu_hours"),
-        "species": tr.get("species"), "n_ions": tr.get("n_ions"),
+        "species": tr.get("species"), "n_ions": tr.get("n_ions"), "charge": tr.get("charge"),
         "volume_A3": tr.get("volume_A3", mdres.get("volume_A3")),
         "D_cm2_per_s": tr.get("D_cm2_per_s"), "D_ci95_lo": ci[0], "D_ci95_hi": ci[1],
         "D_std_cm2_per_s": tr.get("D_std_cm2_per_s"),
@@ -177,10 +179,12 @@ def per_temperature(results, *, campaign_dir: Path):
                                "D_cm2_per_s": math.nan, "D_ci95_lo": math.nan,
                                "D_ci95_hi": math.nan, "msd_max_A2": math.nan,
                                "sigma_NE_mS_per_cm": math.nan, "n_ions": math.nan,
-                               "volume_A3": math.nan, "replica_method": None}
+                               "charge": math.nan, "volume_A3": math.nan,
+                               "replica_method": None}
         if len(ok):
             row["msd_max_A2"] = float(ok["msd_max_A2"].median())
             row["n_ions"] = float(ok["n_ions"].iloc[0])
+            row["charge"] = _ion_charge(ok)
             row["volume_A3"] = float(ok["volume_A3"].mean())
             row["sigma_NE_mS_per_cm"] = float(ok["sigma_NE_mS_per_cm"].mean())
         if len(ok) == 1:
@@ -198,17 +202,31 @@ def per_temperature(results, *, campaign_dir: Path):
                        replica_method="OLS slope of the replica-averaged MSD; 95% interval of "
                                       "the replica mean (t)" if D_avg is not None else
                                       "mean of replica D; 95% interval of the mean (t)")
+            if "ordering_index" in ok and ok["ordering_index"].notna().any():
+                n_ord = int(ok["ordering_index"].nunique())
+                row["replica_method"] += (f"; the replicas span {n_ord} orderings of the "
+                                          "disordered structure (interval across orderings)")
             row["sigma_NE_mS_per_cm"] = float(ok["sigma_NE_mS_per_cm"].mean()) * centre / \
                 float(D.mean()) if D.mean() else math.nan
         rows.append(row)
     columns = ["potential_label", "structure", "temperature_K", "n_replicas", "n_completed",
                "D_cm2_per_s", "D_ci95_lo", "D_ci95_hi", "D_replica_mean", "msd_max_A2",
-               "sigma_NE_mS_per_cm", "n_ions", "volume_A3", "replica_method"]
+               "sigma_NE_mS_per_cm", "n_ions", "charge", "volume_A3", "replica_method"]
     df = pd.DataFrame(rows)
     for c in columns:
         if c not in df.columns:
             df[c] = np.nan
     return df[columns]
+
+
+def _ion_charge(ok) -> float:
+    """The ion charge the analyses used (transport.json ``charge``); 1 for old results."""
+    values = {float(v) for v in ok["charge"] if v is not None and not math.isnan(float(v))} \
+        if "charge" in ok else set()
+    if len(values) > 1:
+        raise ValueError(f"replicas of one condition were analysed with different ion charges "
+                         f"{sorted(values)}; set analysis.charges once for the campaign")
+    return values.pop() if values else 1.0
 
 
 def _replica_msd_D(campaign_dir: Path, ok) -> float | None:
@@ -276,7 +294,8 @@ def summarize(results, per_T, *, spec, experimental: dict[str, dict[str, Any]]):
             closest = good.iloc[int(np.argmin(np.abs(good["temperature_K"] - T_eval)))]
             try:
                 fit = arrhenius(points, T_eval_K=T_eval, n_ions=closest["n_ions"],
-                                volume_A3=closest["volume_A3"])
+                                volume_A3=closest["volume_A3"],
+                                charge=float(closest["charge"]))
             except ValueError as exc:
                 row["arrhenius_method"] = f"failed: {exc}"
             else:

@@ -48,6 +48,9 @@ class TaskAnalysis(BaseModel):
 
     enabled: bool = True
     species: str | None = Field(None, description="mobile species (default: the alkali)")
+    charges: dict[str, float] | None = Field(
+        None, description="formal charge number per species for the conductivities, e.g. "
+        "{Mg: 2} (default: analysis.analyzer.ION_CHARGE; recorded in transport.json)")
     analysis_start_ps: float = Field(0.0, ge=0, description="discarded from the trajectory start")
     fit_start_ps: float | None = Field(None, ge=0, description="fit window start (lag time)")
     fit_end_ps: float | None = Field(None, gt=0, description="fit window end (lag time)")
@@ -502,8 +505,12 @@ def expand_tasks(spec: CampaignSpec, *, campaign_dir: str | Path) -> list[Task]:
         for pot in potentials:
             label = potential_label(pot)
             pot_layer = {k: v for k, v in (("route", pot.route), ("device", pot.device)) if v}
+            # a disordered structure with an ordering: block runs each of its n orderings
+            # as replicas of one task: replica r runs ordering r % n (pooled in the report)
+            ordering = _merge_md(preset.md if preset else {}, spec.md, entry.md).get("ordering")
+            n_orderings = int(ordering.get("n", 1)) if isinstance(ordering, dict) else 1
             for T in temps:
-                for replica in range(replicas):
+                for replica in range(replicas * n_orderings):
                     tid = task_id(structure=entry.name, potential_label=label, temperature_K=T,
                                   replica=replica)
                     seed = stable_seed(spec.seed, condition_id(structure=entry.name,
@@ -512,6 +519,8 @@ def expand_tasks(spec: CampaignSpec, *, campaign_dir: str | Path) -> list[Task]:
                     md.update(structure=entry.file or entry.name, potential=pot.name,
                               temperature_K=float(T), seed=seed,
                               out=str(campaign_dir / "tasks" / tid))
+                    if isinstance(ordering, dict):
+                        md["ordering"] = {**ordering, "index": replica % n_orderings}
                     try:
                         md_spec = MDSpec(**md)
                     except ValidationError as exc:

@@ -107,8 +107,20 @@ def prepare_structure(spec: MDSpec):
     """Load, validate and replicate the structure named by the spec."""
     from harness.structures import check_min_distance, load_structure, make_supercell
 
-    atoms = load_structure(spec.structure, occupancy_tolerance=spec.occupancy_tolerance)
-    if spec.supercell_min_length_A is not None or spec.supercell_matrix is not None:
+    replicate = spec.supercell_min_length_A is not None or spec.supercell_matrix is not None
+    if spec.ordering is not None:  # a disordered input: run ordering spec.ordering.index
+        from harness.ordering import ordered_atoms_for_md
+
+        own = (spec.ordering.supercell_min_length_A is not None
+               or spec.ordering.supercell_matrix is not None)
+        atoms, provenance = ordered_atoms_for_md(
+            spec.structure, spec.ordering, min_length_A=None if own else spec.supercell_min_length_A,
+            matrix=None if own else spec.supercell_matrix)
+        atoms.info["ordering"] = provenance
+        replicate = replicate and own  # the MD supercell was used for the ordering itself
+    else:
+        atoms = load_structure(spec.structure, occupancy_tolerance=spec.occupancy_tolerance)
+    if replicate:
         atoms = make_supercell(atoms, min_length_A=spec.supercell_min_length_A,
                                matrix=spec.supercell_matrix)
     check_min_distance(atoms, min_distance_A=spec.min_distance_A)
@@ -365,6 +377,7 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
             "n_atoms": len(atoms),
             "cell_A": atoms.cell.array.round(8).tolist(),
             "volume_A3": float(atoms.get_volume()),
+            **({"ordering": atoms.info["ordering"]} if "ordering" in atoms.info else {}),
         },
         "type_map": {str(i + 1): el for i, el in enumerate(type_elements)},
         "potential": {**model.__dict__, "route": setup.route, "lammps_lines": list(setup.lines)},
