@@ -153,6 +153,22 @@ register(
     model="li3n",
 )
 register(
+    "mtp-li3ycl6",
+    "potentials.mtp:MTPPotential",
+    description="Li3YCl6 Moment Tensor Potential (Qi et al. 2021, maml, BSD-3; PBE.PBE) "
+                "through motep + fix external; mtp-li3ycl6:/path/fitted.mtp for a variant",
+    accepts_file=True,
+    model="li3ycl6",
+)
+register(
+    "mtp-li7p3s11",
+    "potentials.mtp:MTPPotential",
+    description="Li7P3S11 Moment Tensor Potential (Qi et al. 2021, maml, BSD-3; PBE.PBE) "
+                "through motep + fix external; mtp-li7p3s11:/path/fitted.mtp for a variant",
+    accepts_file=True,
+    model="li7p3s11",
+)
+register(
     "lj-test",
     "potentials.classical:ClassicalPotential",
     description="Soft Lennard-Jones for any elements: cheap classical reference for tests",

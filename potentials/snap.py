@@ -282,11 +282,14 @@ class SnapEwaldCalculator(Calculator):
                      for k, t in enumerate(types))
         if not forces:
             return float(energy), None
-        # snad/atom: per type I, 3K columns = d(sum_{i of type I} B_i)/d(x, y, z of this atom)
+        # snad/atom: per type I, 3K columns (x block, y block, z block) holding the derivative
+        # of sum_{i of type I} B_i with respect to this atom's position with LAMMPS' sign
+        # convention, which makes F = +sum_I beta_I . column (checked against central finite
+        # differences of the energy in tests/potentials/test_reference_potentials.py)
         f_lmp = np.zeros((n, 3))
         for index, beta in enumerate(betas):
             block = db[:, 3 * n_b * index:3 * n_b * (index + 1)].reshape(n, 3, n_b)
-            f_lmp -= block @ beta[1:1 + n_b]
+            f_lmp += block @ beta[1:1 + n_b]
         order = np.argsort(ids)
         f_lmp = f_lmp[order]
         return float(energy), Prism(atoms.cell.array).vector_to_ase(f_lmp)
