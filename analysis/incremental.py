@@ -9,7 +9,8 @@ dump each time would make the analysis cost grow quadratically with the run.
   next read starts (a frame still being written is left for the next call).
 * :class:`IncrementalDisplacements` - the state of one streaming pass of
   :func:`analysis.collect.collect`: the unwrapper (previous frame), the first frame, the
-  drift-corrected mobile displacements (float32, as the full analysis stores them), the
+  drift-corrected mobile displacements (float64; rounded to float32 for the
+  maths, as the full analysis stores them), the
   framework MSD per element, the cells. ``update()`` takes new frames only.
 * :func:`estimate_D` - the same MSD statistics, fit window and kinisi regression as
   :class:`~analysis.analyzer.TransportAnalyzer`, on frames ``first_frame:`` of the state
@@ -99,7 +100,7 @@ class IncrementalDisplacements:
         self.u0: np.ndarray | None = None
         self.steps: list[np.ndarray] = []
         self.cells: list[np.ndarray] = []
-        self.mobile_blocks: list[np.ndarray] = []  # (k, ions, 3) float32
+        self.mobile_blocks: list[np.ndarray] = []  # (k, ions, 3) float64, from frame 0
         self.framework_msd: dict[str, list[np.ndarray]] = {e: [] for e in elements}
         self.offset = 0  # dump byte offset of the next unread frame
         self._prev_step: int | None = None
@@ -135,7 +136,7 @@ class IncrementalDisplacements:
             drift = (disp[:, lay.framework_index].mean(axis=1) if lay.framework_index.size
                      else np.zeros((len(u), 3)))
             mob = disp[:, lay.mobile_index] - drift[:, None, :]
-            self.mobile_blocks.append(mob.astype(np.float32))
+            self.mobile_blocks.append(mob)
             for e, idx in lay.element_index.items():
                 d = disp[:, idx] - drift[:, None, :]
                 self.framework_msd[e].append(np.einsum("fni,fni->f", d, d) / len(idx))
@@ -155,9 +156,14 @@ class IncrementalDisplacements:
         return np.concatenate(self.steps) if self.steps else np.zeros(0, dtype=np.int64)
 
     def mobile_array(self, first_frame: int = 0) -> np.ndarray:
-        """(ions, frames, 3) float64 displacements from ``first_frame`` on."""
+        """(ions, frames, 3) displacements from ``first_frame`` on, drift-corrected and
+        referred to that frame, rounded to float32 like the full analysis' store (so that
+        both give the same numbers when the start of the analysis moves)."""
         stacked = np.concatenate(self.mobile_blocks, axis=0)[first_frame:]
-        return np.ascontiguousarray(stacked.transpose(1, 0, 2), dtype=np.float64)
+        if first_frame:
+            stacked = stacked - stacked[0]
+        return np.ascontiguousarray(stacked.astype(np.float32).transpose(1, 0, 2),
+                                    dtype=np.float64)
 
     def framework_msd_max_A2(self) -> float:
         """Largest per-element framework MSD (drift-corrected, from the first frame) over
@@ -181,6 +187,11 @@ class DEstimate:
     duration_ps: float
     time_ps: np.ndarray
     msd_A2: np.ndarray
+    #: (MSD(t_e) + 2 sigma) / (6 t_e) at the fit-window end t_e, sigma the standard error of
+    #: the MSD there: an upper bound on D for any MSD = c + 6 D t with c >= 0 (vibration
+    #: adds c > 0) that does not rely on the regression (kinisi's posterior is unusable on
+    #: a flat MSD)
+    D_upper_msd_cm2_per_s: float = float("nan")
 
     @property
     def rel_half_width(self) -> float:
@@ -193,7 +204,8 @@ class DEstimate:
                 "rel_half_width_ci95": self.rel_half_width,
                 "msd_end_of_fit_A2": self.msd_end_of_fit_A2, "msd_max_A2": self.msd_max_A2,
                 "loglog_slope": self.loglog_slope, "fit_window_ps": self.fit_window_ps,
-                "n_frames": self.n_frames, "duration_ps": self.duration_ps}
+                "n_frames": self.n_frames, "duration_ps": self.duration_ps,
+                "D_upper_msd_cm2_per_s": self.D_upper_msd_cm2_per_s}
 
 
 def estimate_D(displacements: np.ndarray, *, frame_interval_ps: float, seed: int = 0,
@@ -216,13 +228,16 @@ def estimate_D(displacements: np.ndarray, *, frame_interval_ps: float, seed: int
                      settings=settings)
     time_ps = np.arange(n) * frame_interval_ps
     idx = np.arange(window.start_index, window.end_index + 1)
+    end = int(lags[-1])
+    sigma = float(np.sqrt(max(stats.s_var[-1], 0.0) / (n_ions * (n - 1) / end)))
+    upper = (msd[end] + 2.0 * sigma) / (6.0 * time_ps[end]) * 1e-4  # A^2/ps -> cm^2/s
     return DEstimate(D_cm2_per_s=fit.median, ci95_cm2_per_s=fit.ci95,
                      msd_end_of_fit_A2=float(msd[window.end_index]),
                      msd_max_A2=float(msd.max()),
                      loglog_slope=loglog_exponent(time_ps[idx], msd[idx]),
                      fit_window_ps=window.as_list(), n_frames=n,
                      duration_ps=float(frame_interval_ps * (n - 1)), time_ps=time_ps,
-                     msd_A2=msd)
+                     msd_A2=msd, D_upper_msd_cm2_per_s=float(upper))
 
 
 # ---------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ HISTORY_PNG = "convergence.png"
 HISTORY_COLUMNS = ("step", "production_ps", "analysis_start_ps", "analysed_ps", "n_frames",
                    "D_cm2_per_s", "D_lo_cm2_per_s", "D_hi_cm2_per_s", "rel_half_width_ci95",
                    "msd_end_of_fit_A2", "msd_max_A2", "loglog_slope", "framework_msd_max_A2",
+                   "D_upper_msd_cm2_per_s",
                    "meets_target", "plateau", "decision", "analysis_s", "elapsed_wall_s")
 
 
@@ -143,20 +144,12 @@ class ConvergenceMonitor:
         est = estimate_D(self.state.mobile_array(first), frame_interval_ps=self.frame_interval_ps,
                          seed=self.conv.seed)
         fw = self.state.framework_msd_max_A2()
-        conv = self.conv
         prod_ps = (step - self.eq_steps) * self.dt_ps
         lo, hi = est.ci95_cm2_per_s
-        meets = bool(est.D_cm2_per_s > 0 and est.rel_half_width <= conv.target_rel_ci95
-                     and est.msd_end_of_fit_A2 >= conv.min_msd_A2)
-        # futility: the MSD at the fit-window end if the run went on to max_ps at the upper
-        # end of D's interval (A^2/ps = 1e4 cm^2/s)
-        analysed_at_max = self.max_steps * self.dt_ps - equil["discarded_production_ps"]
-        fit_end_gain_ps = 0.5 * max(0.0, analysed_at_max - est.duration_ps)
-        msd_reachable = est.msd_end_of_fit_A2 + 6.0 * max(hi, 0.0) * 1e4 * fit_end_gain_ps
-        plateau = bool(est.loglog_slope < conv.plateau_loglog_slope
-                       and est.msd_max_A2 < conv.min_msd_A2
-                       and fw < self.spec.framework_msd_limit_A2
-                       and msd_reachable < conv.min_msd_A2)
+        meets, plateau, msd_reachable = evaluate_check(
+            est, conv=self.conv, framework_msd_max_A2=fw,
+            framework_limit_A2=self.spec.framework_msd_limit_A2,
+            analysed_at_max_ps=self.max_steps * self.dt_ps - equil["discarded_production_ps"])
         record: dict[str, Any] = {
             "step": int(step), "production_ps": prod_ps,
             "analysis_start_ps": equil["discarded_production_ps"],
@@ -165,6 +158,7 @@ class ConvergenceMonitor:
             "rel_half_width_ci95": est.rel_half_width,
             "msd_end_of_fit_A2": est.msd_end_of_fit_A2, "msd_max_A2": est.msd_max_A2,
             "loglog_slope": est.loglog_slope, "framework_msd_max_A2": fw,
+            "D_upper_msd_cm2_per_s": est.D_upper_msd_cm2_per_s,
             "msd_reachable_at_max_A2": msd_reachable,
             "meets_target": meets, "plateau": plateau, "equilibration": equil,
             "fit_window_ps": est.fit_window_ps,
@@ -179,20 +173,14 @@ class ConvergenceMonitor:
 
     def _decide(self, step: int) -> str:
         conv = self.conv
-        k = conv.consecutive_checks
-        recent = self.history[-k:]
-        if (step - self.eq_steps) >= self.min_steps and len(recent) == k:
-            if all(h["meets_target"] for h in recent):
-                return "converged"
-            if all(h["plateau"] for h in recent):
-                return "non_diffusive"
-        if step - self.eq_steps >= self.max_steps:
-            return "budget"
+        wall_exceeded = False
         if conv.max_wall_h is not None:
             elapsed = self.wall_before_s + time.perf_counter() - self.segment_start
-            if elapsed >= conv.max_wall_h * 3600.0:
-                return "budget"
-        return "continue"
+            wall_exceeded = elapsed >= conv.max_wall_h * 3600.0
+        return decide(self.history, conv=conv,
+                      at_min=(step - self.eq_steps) >= self.min_steps,
+                      at_max=(step - self.eq_steps) >= self.max_steps,
+                      wall_exceeded=wall_exceeded)
 
     # -- outputs -----------------------------------------------------------------------
     def write_history(self) -> None:
@@ -260,16 +248,89 @@ class ConvergenceMonitor:
             out["analysis_start_ps"] = last["analysis_start_ps"]
             out["equilibration"] = last["equilibration"]
             if stop_reason == "non_diffusive":
-                out["D_upper_bound_cm2_per_s"] = last["D_hi_cm2_per_s"]
+                out["D_upper_bound_cm2_per_s"] = last["D_upper_msd_cm2_per_s"]
                 out["D_cm2_per_s"] = None
                 out["note"] = ("MSD plateaued below the gate with an intact framework: D is "
-                               "below the upper bound (97.5th percentile); no value is given")
+                               "below the upper bound (MSD(t_e) + 2 sigma) / (6 t_e) at the "
+                               "fit-window end t_e; no value is given")
             else:
                 out["D_cm2_per_s"] = last["D_cm2_per_s"]
                 out["D_ci95_cm2_per_s"] = [last["D_lo_cm2_per_s"], last["D_hi_cm2_per_s"]]
                 if stop_reason != "converged":
                     out["flag"] = "unconverged"
         return out
+
+
+def evaluate_check(est, *, conv, framework_msd_max_A2: float, framework_limit_A2: float,
+                   analysed_at_max_ps: float) -> tuple[bool, bool, float]:
+    """(meets_target, plateau, msd_reachable_A2) of one D estimate.
+
+    ``meets_target``: D > 0, half the 95 % interval <= target x D, MSD at the fit-window
+    end >= the gate. ``plateau``: log-log MSD slope in the fit window below
+    ``plateau_loglog_slope``, largest MSD below the gate, framework MSD below the melting
+    bound, and the gate out of reach by max_ps even at the interval's upper end:
+    ``msd_reachable`` = MSD(fit end) + 6 D_up x (growth of the fit-window end by max_ps),
+    D_up the MSD-based upper bound (analysis.incremental.DEstimate.D_upper_msd_cm2_per_s;
+    kinisi's interval on a flat MSD is not usable).
+    """
+    hi = est.D_upper_msd_cm2_per_s
+    meets = bool(est.D_cm2_per_s > 0 and est.rel_half_width <= conv.target_rel_ci95
+                 and est.msd_end_of_fit_A2 >= conv.min_msd_A2)
+    fit_end_gain_ps = 0.5 * max(0.0, analysed_at_max_ps - est.duration_ps)
+    # 1 cm^2/s = 1e4 A^2/ps
+    msd_reachable = est.msd_end_of_fit_A2 + 6.0 * max(hi, 0.0) * 1e4 * fit_end_gain_ps
+    plateau = bool(est.loglog_slope < conv.plateau_loglog_slope
+                   and est.msd_max_A2 < conv.min_msd_A2
+                   and framework_msd_max_A2 < framework_limit_A2
+                   and msd_reachable < conv.min_msd_A2)
+    return meets, plateau, float(msd_reachable)
+
+
+def decide(history: list[dict], *, conv, at_min: bool, at_max: bool,
+           wall_exceeded: bool = False) -> str:
+    """The stop rule over the checks so far (the last one is the current check)."""
+    k = conv.consecutive_checks
+    recent = history[-k:]
+    if at_min and len(recent) == k:
+        if all(h["meets_target"] for h in recent):
+            return "converged"
+        if all(h["plateau"] for h in recent):
+            return "non_diffusive"
+    if at_max or wall_exceeded:
+        return "budget"
+    return "continue"
+
+
+def policy_on_array(displacements: np.ndarray, *, frame_interval_ps: float, conv,
+                    framework_limit_A2: float = 4.0, framework_msd_max_A2: float = 0.0,
+                    settings=None) -> dict[str, Any]:
+    """Apply the stop rule to an in-memory trajectory (ions, frames, 3) as the MD would
+    grow it: checks every ``check_every_ps`` from ``min_ps`` to ``max_ps`` (known-answer
+    studies: benchmarks/ci_coverage.py, tests). No equilibration discard."""
+    from analysis.incremental import estimate_D
+
+    n_total = displacements.shape[1]
+    max_ps = min(conv.max_ps, (n_total - 1) * frame_interval_ps)
+    history: list[dict] = []
+    t = conv.check_every_ps
+    while t <= max_ps + 1e-9:
+        if t + 1e-9 >= conv.min_ps or t + 1e-9 >= max_ps:
+            n = int(round(t / frame_interval_ps)) + 1
+            est = estimate_D(displacements[:, :n], frame_interval_ps=frame_interval_ps,
+                             seed=conv.seed, settings=settings)
+            meets, plateau, _ = evaluate_check(
+                est, conv=conv, framework_msd_max_A2=framework_msd_max_A2,
+                framework_limit_A2=framework_limit_A2, analysed_at_max_ps=max_ps)
+            history.append({"production_ps": t, "D_cm2_per_s": est.D_cm2_per_s,
+                            "ci95_cm2_per_s": est.ci95_cm2_per_s, "meets_target": meets,
+                            "plateau": plateau})
+            decision = decide(history, conv=conv, at_min=t + 1e-9 >= conv.min_ps,
+                              at_max=t + conv.check_every_ps > max_ps + 1e-9)
+            history[-1]["decision"] = decision
+            if decision != "continue":
+                return {"stop_reason": decision, **history[-1], "history": history}
+        t += conv.check_every_ps
+    return {"stop_reason": "budget", **(history[-1] if history else {}), "history": history}
 
 
 def _check_kinisi() -> dict:
