@@ -83,7 +83,10 @@ def load_mtp_data(path: Path, species: tuple[str, ...]):
         data = read_mtp(path)
     except Exception as exc:  # motep raises plain errors on malformed files
         raise PotentialError(f"{path} is not a readable MLIP .mtp file ({exc})") from exc
-    n_types = int(getattr(data, "species_count", len(species)))
+    n_types = int(getattr(data, "species_count", 0) or 0)
+    if n_types == 0 or not len(getattr(data, "moment_coeffs", [])):
+        raise PotentialError(f"{path} is not a readable MLIP .mtp file (no species or moment "
+                             "coefficients found); give a fitted MTP file")
     if n_types != len(species):
         raise PotentialError(f"{path} has {n_types} species types but {len(species)} element(s) "
                              f"{list(species)} were given")
