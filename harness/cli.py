@@ -581,6 +581,95 @@ def order(
         Console().print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
+@app.command()
+def parity(
+    frames: list[str] = typer.Argument(..., help="reference frames: extxyz (energy/forces/"
+                                       "stress), vasprun.xml or OUTCAR; several files allowed"),
+    potential: Optional[str] = typer.Option(None, help="e.g. sevennet-0, chgnet, lj-test"),
+    route: Optional[str] = typer.Option(None, help="auto | native | mliap | external"),
+    index: Optional[str] = typer.Option(None, help="ASE index per file, e.g. '::10' (':')"),
+    max_frames: Optional[int] = typer.Option(None, help="at most this many frames in all"),
+    energy_reference: Optional[str] = typer.Option(
+        None, help="none | per_material_mean | elemental_fit (none)"),
+    material_key: Optional[str] = typer.Option(None, help="info key naming the material "
+                                               "(default: reduced formula)"),
+    incomplete: Optional[str] = typer.Option(None, help="frames without energy/forces: "
+                                             "error | skip (error)"),
+    out: Optional[str] = typer.Option(None, help="output directory (parity)"),
+    config: Optional[Path] = typer.Option(None, help="YAML spec; flags override its keys"),
+    force: bool = typer.Option(False, help="overwrite the output directory"),
+) -> None:
+    """Energy/force/stress parity (MAE, RMSE; per element, per material) against DFT frames."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.md.spec import build_spec
+        from harness.statics.parity import ParitySpec, run_parity
+
+        spec = build_spec(ParitySpec, config=config, overrides=dict(
+            frames=frames or None, potential=potential, route=route, index=index,
+            max_frames=max_frames, energy_reference=energy_reference,
+            material_key=material_key, incomplete=incomplete, out=out))
+        s = run_parity(spec, force=force)
+        stress = ("n/a" if s["stress_mae_GPa"] is None else f"{s['stress_mae_GPa']:.3f} GPa")
+        Console().print(
+            f"{s['n_frames']} frames ({s['n_skipped']} skipped, {s['n_failed']} failed), "
+            f"{s['n_materials']} materials: energy MAE "
+            f"{s['energy_mae_eV_per_atom'] * 1000:.2f} meV/atom ({s['energy_reference']}), "
+            f"force MAE {s['force_mae_eV_per_A'] * 1000:.1f} meV/A, stress MAE {stress}; "
+            f"{s['wall_s']:.1f} s\noutput: {s['out']}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def phonons(
+    structure: Optional[str] = typer.Argument(None, help="unit cell (CIF/POSCAR/extxyz/bundled)"),
+    potential: Optional[str] = typer.Option(None, help="e.g. sevennet-0, chgnet, lj-test"),
+    route: Optional[str] = typer.Option(None, help="auto | native | mliap | external"),
+    reference: Optional[str] = typer.Option(None, help="phonopy folder (POSCAR-unitcell + "
+                                            "FORCE_SETS), phonopy/phono3py YAML, fc2/fc3.hdf5"),
+    supercell: Optional[str] = typer.Option(None, help="supercell matrix, e.g. 2,2,2"),
+    supercell_min_length_A: Optional[float] = typer.Option(None, "--supercell-min-length-A"),
+    displacement_A: Optional[float] = typer.Option(None, "--displacement-A"),
+    fc3: Optional[bool] = typer.Option(None, "--fc3/--no-fc3", help="third order (phono3py)"),
+    relax: Optional[bool] = typer.Option(None, "--relax/--no-relax"),
+    cutoff_A: Optional[float] = typer.Option(None, "--cutoff-A", help="model cutoff for the "
+                                             "supercell check (default: from the model)"),
+    allow_small_supercell: Optional[bool] = typer.Option(None, "--allow-small-supercell"),
+    backend: Optional[str] = typer.Option(None, help="lammps (default) | ase (cross-check)"),
+    out: Optional[str] = typer.Option(None, help="output directory"),
+    config: Optional[Path] = typer.Option(None, help="YAML spec; flags override its keys"),
+    force: bool = typer.Option(False, help="overwrite the output directory"),
+) -> None:
+    """Force constants (phonopy fc2, phono3py fc3), bands, DOS, Cv(300 K), IFC parity."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.md.spec import SpecError, build_spec
+        from harness.statics.phonons import PhononSpec, run_phonons
+
+        matrix = None
+        if supercell is not None:
+            try:
+                matrix = [int(x) for x in supercell.replace("x", ",").split(",")]
+            except ValueError:
+                raise SpecError(f"--supercell must be three integers like 2,2,2, not "
+                                f"{supercell!r}") from None
+        spec = build_spec(PhononSpec, config=config, overrides=dict(
+            structure=structure, potential=potential, route=route, reference=reference,
+            supercell_matrix=matrix, supercell_min_length_A=supercell_min_length_A,
+            displacement_A=displacement_A, fc3=fc3, relax=relax, cutoff_A=cutoff_A,
+            allow_small_supercell=allow_small_supercell, backend=backend, out=out))
+        result = run_phonons(spec, force=force)
+        s = result.summary
+        keys = ("cv_300K_J_per_K_per_mol", "cv_J_per_K_per_mol_atoms", "fc2_mae_eV_per_A2",
+                "fc2_r2", "fc3_mae_eV_per_A3", "fc3_r2", "frequency_mae_THz",
+                "cv_reference_J_per_K_per_mol", "min_frequency_THz", "wall_s")
+        lines = [f"{k}: {s[k]:.5g}" for k in keys if isinstance(s.get(k), (int, float))]
+        lines += [f"note: {n}" for n in s.get("notes", [])]
+        lines.append(f"output: {result.out}")
+        Console().print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 #: 1 eV/A^3 expressed in bar (160.21766208 GPa)
 BAR_PER_EV_PER_A3 = 1.602176634e6
+#: 1 eV/A^3 in GPa (statics: stresses and elastic constants)
+GPA_PER_EV_PER_A3 = BAR_PER_EV_PER_A3 / 1.0e4
 #: LAMMPS metal time unit is the picosecond
 FS_PER_PS = 1000.0
 
