@@ -311,9 +311,11 @@ def _symmetry_permutations(parent: "Structure", P: np.ndarray, super_frac_parent
     types = [kinds.setdefault(tuple(sorted((sp.symbol, round(o, 4))
                                            for sp, o in site.species.items())), len(kinds))
              for site in parent]
-    sym = spglib.get_symmetry((parent.lattice.matrix, parent.frac_coords, types),
-                              symprec=symprec) or {"rotations": np.eye(3, dtype=int)[None],
-                                                   "translations": np.zeros((1, 3))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # spglib's error-handling notice
+        sym = spglib.get_symmetry((parent.lattice.matrix, parent.frac_coords, types),
+                                  symprec=symprec) or {"rotations": np.eye(3, dtype=int)[None],
+                                                       "translations": np.zeros((1, 3))}
     translations = lattice_points_in_supercell(P) @ P  # parent-lattice vectors in the supercell
     Pinv = np.linalg.inv(P)
     X = super_frac_parent[partial]
@@ -322,6 +324,11 @@ def _symmetry_permutations(parent: "Structure", P: np.ndarray, super_frac_parent
     lookup = {tuple(row): k for k, row in enumerate(target)}
     perms = []
     for R, t in zip(sym["rotations"], sym["translations"]):
+        # only operations that map the supercell lattice onto itself act on a periodic
+        # configuration of the supercell (a 2x1x1 cell of a cubic crystal keeps 16 of 48)
+        M = P @ R.T @ Pinv
+        if not np.allclose(M, np.round(M), atol=1e-6):
+            continue
         base = X @ R.T + t
         for T in translations:
             Y = np.mod((base + T) @ Pinv, 1.0)
