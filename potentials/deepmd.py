@@ -30,6 +30,7 @@ installed torch).
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ def _import_deepmd_calculator() -> Any:
     return DP
 
 
+#: TorchScript's error for an op no loaded library registers ("Unknown builtin op: ns::name.")
+_UNKNOWN_OP = re.compile(r"Unknown builtin op:\s*([A-Za-z_][\w]*::[\w.]+?)\.?\s*$", re.M)
+
+
 def load_frozen_pth(path: str | Path, *, device: str = "cpu") -> Any:
     """``torch.jit.load`` a ``dp --pt freeze`` model, with fix-it messages."""
     import torch
@@ -72,12 +77,28 @@ def load_frozen_pth(path: str | Path, *, device: str = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
         raise PotentialError(f"DeePMD model file not found: {path}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PotentialError(f"device '{device}' was asked for {path.name} but torch sees no "
+                             "CUDA device; use --device cpu (a model saved on a GPU loads on "
+                             "the CPU: its tensors are mapped there)")
     try:
         with warnings.catch_warnings():  # "torch.jit.load is deprecated" (torch 2.13)
             warnings.simplefilter("ignore", DeprecationWarning)
+            # map_location: tensors saved on a GPU (cuda:N storages) are moved to `device`,
+            # so a model frozen on a GPU machine loads on a CPU-only one
             module = torch.jit.load(str(path), map_location=device)
-    except RuntimeError as exc:
+    except (RuntimeError, NotImplementedError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        op = _UNKNOWN_OP.search(str(exc))
+        if op:
+            raise PotentialError(
+                f"{path} calls the TorchScript custom op {op.group(1)}, which is not loaded in "
+                "this torch: it comes from deepmd-kit's op library (libdeepmd_op_pt.so; "
+                "tabulate_fusion_* ops belong to compressed models, `dp compress`). Install "
+                "deepmd-kit with its op library built for this torch "
+                f"({torch.__version__}): `pip install -c constraints.txt deepmd-kit "
+                "--no-binary deepmd-kit`, then `import deepmd.pt` before loading; or freeze "
+                "the uncompressed model (`dp --pt freeze` without `dp compress`)") from exc
         raise PotentialError(
             f"{path} is not a frozen DeePMD PyTorch model ({type(exc).__name__}: {first}); "
             "a training checkpoint (model.ckpt.pt) must be frozen first: "
