@@ -43,7 +43,8 @@ class AnalysisSettings:
 
     species: str | None = None
     temperature_K: float | None = None
-    charge: float | None = None
+    charge: float | None = None  # formal charge number of the analysed species
+    charges: dict[str, float] | None = None  # per species, e.g. {"Mg": 2, "Li": 1}
     analysis_start_ps: float = 0.0
     fit_start_ps: float | None = None
     fit_end_ps: float | None = None
@@ -149,6 +150,19 @@ class TransportAnalyzer:
                    provenance=prov)
 
     @classmethod
+    def from_pieces(cls, paths, *, frame_interval_fs: float | None = None,
+                    format: str | None = None, **settings) -> "TransportAnalyzer":
+        """Consecutive files of one trajectory (ASE formats, gz allowed), in order."""
+        from analysis.readers import ConcatenatedSource
+
+        source = ConcatenatedSource([AseSource(p, frame_interval_fs=frame_interval_fs,
+                                               format=format) for p in paths])
+        prov = {"input": "ase_pieces", "trajectory": [str(p) for p in paths],
+                "format": source.sources[0].format, "frame_interval_fs": frame_interval_fs}
+        return cls(source, settings=_settings(**settings), frame_interval_fs=frame_interval_fs,
+                   provenance=prov)
+
+    @classmethod
     def from_universe(cls, universe, *, frame_interval_fs: float | None = None,
                       **settings) -> "TransportAnalyzer":
         """An MDAnalysis ``Universe`` (elements from ``atoms.elements`` or ``types``)."""
@@ -190,13 +204,13 @@ class TransportAnalyzer:
             if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
                 raise AnalysisInputError(f"rdf window {s.rdf_window_ps} ps must be "
                                          "(start, end) with 0 <= start < end")
-        charge = s.charge if s.charge is not None else ION_CHARGE.get(species, 1)
+        charge, charge_source = ion_charge(species, charge=s.charge, charges=s.charges)
         frame_interval_fs = self.frame_interval_fs
         if frame_interval_fs is None and getattr(self.source, "frame_interval_fs", None):
             frame_interval_fs = self.source.frame_interval_fs
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if s.charge is None and species not in ION_CHARGE:
+            if charge_source == "assumed":
                 warnings.warn(f"no formal charge known for {species}; the conductivities use "
                               f"q = +1 (set the analysis setting charge to the ion's charge)",
                               AnalysisWarning, stacklevel=2)
@@ -206,11 +220,13 @@ class TransportAnalyzer:
             warnings.warn(w.message, w.category, stacklevel=2)
         try:
             return self._analyse(data, info=info, species=species, charge=charge,
+                                 charge_source=charge_source,
                                  input_warnings=[str(w.message) for w in caught])
         finally:
             data.store.close()
 
-    def _analyse(self, data, *, info, species, charge, input_warnings) -> "TransportResults":
+    def _analyse(self, data, *, info, species, charge, charge_source,
+                 input_warnings) -> "TransportResults":
         s = self.settings
         dt = data.frame_interval_ps
         n = data.n_frames
@@ -245,25 +261,19 @@ class TransportAnalyzer:
             return nernst_einstein_mS_per_cm(D, n_ions=n_ions, volume_A3=volume, temperature_K=T,
                                              charge=charge)
 
-        # -- charge (collective) diffusion --------------------------------------------------
+        # -- charge (collective) diffusion: fitted, then checked (analysis.charge) --------
+        from analysis.charge import ChargeResult, charge_diffusion
+
         mscd_sum, c_mean, c_var = collective_statistics(data.collective, lags=lags)
         mscd = mscd_sum / n_ions
-        charge_fit = None
-        haven_samples = np.zeros(0)
-        D_charge = haven = float("nan")
         if s.compute_charge:
-            charge_fit = kinisi_fit(lag_times_ps=lags * dt, msd_A2=mscd[lags],
-                                    s_var_A4=c_var / n_ions ** 2, n_obs=(n - 1) / lags,
-                                    seed=s.seed + 1, settings=s.kinisi)
-            rng = np.random.default_rng(s.seed)
-            a = fit.samples_cm2_per_s
-            b = rng.permutation(charge_fit.samples_cm2_per_s)
-            m = min(a.size, b.size)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                haven_samples = a[:m] / b[:m]
-            haven_samples = haven_samples[np.isfinite(haven_samples)]
-            D_charge = charge_fit.median
-            haven = fit.median / D_charge if D_charge > 0 else float("nan")
+            charge_result = charge_diffusion(lag_times_ps=lags * dt, mscd_A2=mscd[lags],
+                                             s_var_A4=c_var / n_ions ** 2, n_frames=n,
+                                             lags=lags, tracer=fit, seed=s.seed + 1,
+                                             settings=s.kinisi)
+        else:
+            charge_result = ChargeResult(status="not_computed")
+        charge_fit = charge_result.fit if charge_result.usable else None
         # -- van Hove ------------------------------------------------------------------------
         from analysis.vanhove import distinct_part, self_part
 
@@ -330,14 +340,17 @@ class TransportAnalyzer:
             flags.add("few_frames", f"{n} frames analysed (< {F.MIN_FRAMES})")
         for code, message in self.extra_flags.items():
             flags.add(code, message)
+        for code, message in charge_result.flags.items():
+            flags.add(code, message)
+        sigma_samples = ne(fit.samples_cm2_per_s)
 
         sigma_samples = ne(fit.samples_cm2_per_s)
-        sigma_charge_samples = ne(charge_fit.samples_cm2_per_s) if charge_fit else np.full(2, np.nan)
         summary: dict[str, Any] = {
             "species": species,
             "temperature_K": T,
             "n_ions": n_ions,
             "charge": charge,
+            "charge_source": charge_source,
             "volume_A3": volume,
             "volume_std_A3": float(volumes.std()),
             "D_cm2_per_s": fit.median,
@@ -347,14 +360,14 @@ class TransportAnalyzer:
             "D_axes_ols_cm2_per_s": D_axes,
             "sigma_NE_mS_per_cm": ne(fit.median),
             "sigma_NE_ci95_mS_per_cm": [float(v) for v in np.percentile(sigma_samples, [2.5, 97.5])],
-            "D_charge_cm2_per_s": D_charge,
-            "D_charge_ci95_cm2_per_s": charge_fit.ci95 if charge_fit else [None, None],
-            "sigma_charge_mS_per_cm": ne(D_charge),
-            "sigma_charge_ci95_mS_per_cm": [float(v) for v in
-                                            np.percentile(sigma_charge_samples, [2.5, 97.5])],
-            "haven_ratio": haven,
-            "haven_ratio_ci95": ([float(v) for v in np.percentile(haven_samples, [2.5, 97.5])]
-                                 if haven_samples.size else [None, None]),
+            # NaN unless the charge fit passed analysis.charge's checks (see charge_fit)
+            "D_charge_cm2_per_s": charge_result.D_cm2_per_s,
+            "D_charge_ci95_cm2_per_s": list(charge_result.D_ci95_cm2_per_s),
+            "sigma_charge_mS_per_cm": ne(charge_result.D_cm2_per_s),
+            "sigma_charge_ci95_mS_per_cm": [ne(v) for v in charge_result.D_ci95_cm2_per_s],
+            "haven_ratio": charge_result.haven,
+            "haven_ratio_ci95": list(charge_result.haven_ci95),
+            "charge_fit": charge_result.diagnostics(),
             "msd_max_A2": msd_max,
             "msd_end_of_fit_A2": float(msd[window.end_index]),
             "fit_window_ps": window.as_list(),
@@ -385,7 +398,8 @@ class TransportAnalyzer:
                 "origin_samples_per_lag_max": s.max_samples_per_lag,
                 "sigma": "Nernst-Einstein N q^2 e^2 D / (V k_B T), V = mean cell volume",
                 "charge_diffusion": "MSCD = <|sum_i dr_i|^2> / N of the species (kinisi "
-                                    "convention), D_charge = slope/6, same fit as D",
+                                    "convention), D_charge = slope/6, same fit as D, then "
+                                    "checked (analysis.charge): NaN when refused",
                 "haven_ratio": "D_tracer / D_charge (medians); interval from the ratio of "
                                "independently paired (shuffled) posterior samples",
                 "thresholds": F.thresholds(),
@@ -487,6 +501,26 @@ class TransportResults:
 
 
 # ---------------------------------------------------------------------------------------
+
+def ion_charge(species: str, *, charge: float | None = None,
+               charges: dict[str, float] | None = None) -> tuple[float, str]:
+    """Formal charge number of ``species`` and where it came from.
+
+    ``charge`` (the analysed species) wins over ``charges[species]``, which wins over the
+    table :data:`ION_CHARGE`; an ion in none of them is taken as +1 (``"assumed"``).
+    """
+    for value, source in ((charge, "setting charge"),
+                          ((charges or {}).get(species), f"setting charges[{species}]")):
+        if value is not None:
+            value = float(value)
+            if not np.isfinite(value) or value == 0:
+                raise AnalysisInputError(f"charge of {species} must be a non-zero number, not "
+                                         f"{value!r} (e.g. --charge {species}=2)")
+            return value, source
+    if species in ION_CHARGE:
+        return float(ION_CHARGE[species]), "formal charge table (analysis.analyzer.ION_CHARGE)"
+    return 1.0, "assumed"
+
 
 def _settings(**kwargs) -> AnalysisSettings:
     """AnalysisSettings from flat keyword arguments (CLI-like names)."""

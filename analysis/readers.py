@@ -752,3 +752,48 @@ class ArraySource:
                              positions=self.positions[start:stop],
                              images=None if self.images is None else self.images[start:stop],
                              unwrapped=False)
+
+
+class ConcatenatedSource:
+    """Consecutive pieces of one trajectory (e.g. AIMD segments, each file restarting at
+    frame 0) read as one: the frame counter continues across the pieces, so that time is
+    continuous. All pieces must hold the same atoms in the same order; the clock is the
+    first piece's. LAMMPS dump pieces keep their own TIMESTEP values (they are absolute)."""
+
+    def __init__(self, sources: Sequence) -> None:
+        if not sources:
+            raise AnalysisInputError("no trajectory files given")
+        self.sources = list(sources)
+        self.warnings: list[str] = []
+        self.frame_interval_fs = getattr(self.sources[0], "frame_interval_fs", None)
+
+    def info(self) -> SourceInfo:
+        infos = [s.info() for s in self.sources]
+        first = infos[0]
+        for k, other in enumerate(infos[1:], start=2):
+            if len(other.symbols) != len(first.symbols) or \
+                    list(other.symbols) != list(first.symbols):
+                raise AnalysisInputError(
+                    f"trajectory piece {k} ({other.description}) holds different atoms than "
+                    f"piece 1 ({first.description}); pieces must be consecutive parts of one "
+                    "trajectory")
+        return SourceInfo(symbols=first.symbols, fs_per_step=first.fs_per_step,
+                          description=" + ".join(i.description for i in infos),
+                          coordinates=first.coordinates,
+                          notes=[f"{len(infos)} consecutive files read as one trajectory"]
+                          + [n for i in infos for n in i.notes])
+
+    def blocks(self, *, block_frames: int = 256) -> Iterator[FrameBlock]:
+        offset = 0
+        for source in self.sources:
+            absolute = isinstance(source, LammpsDumpSource)
+            last = None
+            for block in source.blocks(block_frames=block_frames):
+                steps = block.steps if absolute else block.steps + offset
+                last = int(steps[-1])
+                yield FrameBlock(steps=steps, cells=block.cells, origins=block.origins,
+                                 positions=block.positions, images=block.images,
+                                 unwrapped=block.unwrapped)
+            if last is not None and not absolute:
+                offset = last + 1
+            self.warnings.extend(getattr(source, "warnings", []))

@@ -17,13 +17,16 @@ from analysis.errors import AnalysisInputError
 def run_analyze(*, run_dir=None, dump=None, data=None, trajectory=None, species=None,
                 temperature_K=None, timestep_fs=None, frame_interval_fs=None, type_map=None,
                 out=None, fit_start_ps=None, fit_end_ps=None, seed=0, plots=True,
-                analysis_start_ps=None, trajectory_format=None) -> dict:
+                analysis_start_ps=None, trajectory_format=None, charge=None) -> dict:
     """Analyse one trajectory and write ``transport.json`` and friends into ``out``.
 
     Exactly one input: ``run_dir`` (a `harness md` run directory), ``dump`` (a LAMMPS text
     dump, with ``data`` and ``timestep_fs``/``frame_interval_fs``), or ``trajectory``
     (extxyz / XDATCAR / vasprun.xml, with ``frame_interval_fs``). Returns the transport
     dictionary that was written to ``transport.json``.
+
+    ``charge``: the formal charge number of the analysed species (a number), or per species
+    (``{"Mg": 2}`` or CLI-style strings ``["Mg=2", "Li=1"]``); see :func:`parse_charges`.
     """
     from analysis.analyzer import TransportAnalyzer
 
@@ -36,7 +39,8 @@ def run_analyze(*, run_dir=None, dump=None, data=None, trajectory=None, species=
     if data is not None and dump is None:
         raise AnalysisInputError("--data belongs to --dump; give the dump too")
     settings = dict(species=species, temperature_K=temperature_K, fit_start_ps=fit_start_ps,
-                    fit_end_ps=fit_end_ps, seed=int(seed), analysis_start_ps=analysis_start_ps)
+                    fit_end_ps=fit_end_ps, seed=int(seed), analysis_start_ps=analysis_start_ps,
+                    **parse_charges(charge))
     if run_dir is not None:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -54,7 +58,9 @@ def run_analyze(*, run_dir=None, dump=None, data=None, trajectory=None, species=
             frame_interval_fs=frame_interval_fs, **settings)
         default_out = dump.parent / f"analysis_{dump.stem}"
     else:
-        trajectory = Path(trajectory)
+        pieces = ([Path(t) for t in trajectory] if isinstance(trajectory, (list, tuple))
+                  else [Path(trajectory)])
+        trajectory = pieces[0]
         frame_interval = frame_interval_fs
         if frame_interval is None:
             # --timestep-fs is not taken as the frame interval: an XDATCAR written every
@@ -64,12 +70,55 @@ def run_analyze(*, run_dir=None, dump=None, data=None, trajectory=None, species=
                 "stored frames, e.g. POTIM x NBLOCK for a VASP XDATCAR)"
                 + ("; --timestep-fs is for LAMMPS dumps, whose TIMESTEP values count steps"
                    if timestep_fs is not None else ""))
-        analyzer = TransportAnalyzer.from_ase(trajectory, frame_interval_fs=frame_interval,
-                                              format=trajectory_format, **settings)
+        if len(pieces) == 1:
+            analyzer = TransportAnalyzer.from_ase(trajectory, frame_interval_fs=frame_interval,
+                                                  format=trajectory_format, **settings)
+        else:  # consecutive segments of one trajectory (repeated --trajectory)
+            analyzer = TransportAnalyzer.from_pieces(pieces, frame_interval_fs=frame_interval,
+                                                     format=trajectory_format, **settings)
         default_out = trajectory.parent / f"analysis_{trajectory.stem}"
     results = analyzer.run()  # everything is computed before the first file is written
     results.write(Path(out) if out is not None else default_out, plots=plots)
     return results.as_dict()
+
+
+def parse_charges(value) -> dict:
+    """``--charge`` values as analysis settings: ``{"charge": q}`` or ``{"charges": {...}}``.
+
+    Accepts None, a number, a mapping, or strings ``"2"`` / ``"Mg=2"`` (a list of them).
+    """
+    if value is None or value == [] or value == ():
+        return {}
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        items = []
+        for text in ([value] if isinstance(value, (str, int, float)) else list(value)):
+            if isinstance(text, (int, float)):
+                items.append((None, text))
+                continue
+            for part in str(text).split(","):
+                key, sep, number = part.partition("=")
+                items.append((key.strip(), number) if sep else (None, key))
+    single, per_species = None, {}
+    for key, number in items:
+        try:
+            q = float(number)
+        except (TypeError, ValueError):
+            raise AnalysisInputError(f"--charge {number!r} is not a number; give e.g. "
+                                     "--charge 2 or --charge Mg=2") from None
+        if key is None:
+            single = q
+        else:
+            from analysis.readers import check_element
+
+            per_species[check_element(key, what="--charge")] = q
+    out = {}
+    if single is not None:
+        out["charge"] = single
+    if per_species:
+        out["charges"] = per_species
+    return out
 
 
 def run_arrhenius(transport_json_paths: Iterable, *, T_eval_K: float = 300.0,

@@ -247,7 +247,9 @@ def analyze(
     run_dir: Optional[Path] = typer.Argument(None, help="run directory of `harness md`"),
     dump: Optional[Path] = typer.Option(None, help="LAMMPS dump (instead of a run directory)"),
     data: Optional[Path] = typer.Option(None, help="LAMMPS data file belonging to --dump"),
-    trajectory: Optional[Path] = typer.Option(None, help="extxyz / XDATCAR / vasprun.xml"),
+    trajectory: Optional[list[Path]] = typer.Option(
+        None, help="extxyz / XDATCAR / vasprun.xml (.gz too); repeat for consecutive pieces "
+        "of one trajectory, in order"),
     species: Optional[str] = typer.Option(None, help="mobile species (default: the alkali)"),
     temperature_K: Optional[float] = typer.Option(None, "--temperature-K"),
     timestep_fs: Optional[float] = typer.Option(None, "--timestep-fs"),
@@ -266,7 +268,8 @@ def analyze(
     with _clean_errors():
         from harness.analyze import run_analyze
 
-        result = run_analyze(run_dir=run_dir, dump=dump, data=data, trajectory=trajectory,
+        result = run_analyze(run_dir=run_dir, dump=dump, data=data,
+                             trajectory=list(trajectory) if trajectory else None,
                              species=species, temperature_K=temperature_K,
                              timestep_fs=timestep_fs, frame_interval_fs=frame_interval_fs,
                              type_map=type_map, out=out, fit_start_ps=fit_start_ps,
@@ -391,11 +394,24 @@ def export_mace_cmd(
     out: Optional[Path] = typer.Option(None, help="output *-lammps.pt path"),
     python: Optional[Path] = typer.Option(None, help="interpreter of the mace-torch environment"),
     head: Optional[str] = typer.Option(None, help="head of a multi-head model"),
+    split: Optional[Path] = typer.Option(None, help="only write the per-layer split "
+                                         "(X-lammps-layers.pt, for pair_style mace on several "
+                                         "MPI ranks) of an existing X-lammps.pt; no mace-torch"),
 ) -> None:
     """Export a MACE model to TorchScript (runs in the separate mace-torch environment)."""
     with _clean_errors():
         from rich.console import Console
 
+        if split is not None:
+            from potentials.base import PotentialError
+            from potentials.mace_layers import write_layers
+
+            if model is not None or foundation is not None:
+                raise PotentialError("--split takes an existing *-lammps.pt; drop "
+                                     "--model/--foundation")
+            path = write_layers(split, out)
+            Console().print(f"[green]per-layer split written[/] {path}", highlight=False)
+            return
         from harness.export import export_mace
 
         path = export_mace(model=model, foundation=foundation, out=out, python=python, head=head)

@@ -121,6 +121,10 @@ class ConvergenceMonitor:
         from analysis.incremental import detect_equilibration
 
         steps, pe = _read_thermo_pe(self.thermo_path, last_step=step)
+        if not len(steps) or steps[-1] != step:
+            raise RuntimeError(f"{self.thermo_path} ends at step "
+                               f"{steps[-1] if len(steps) else None}, not at the check step "
+                               f"{step}: the equilibration detection needs every row")
         t0_index, g, n_eff = detect_equilibration(pe)
         t0_step = int(steps[t0_index]) if len(steps) else self.eq_steps
         frames = self.state.all_steps()
@@ -133,6 +137,7 @@ class ConvergenceMonitor:
                        "discarded_production_ps": float((frames[first] - frames[0]) * self.dt_ps)
                        if len(frames) else 0.0,
                        "statistical_inefficiency": g, "n_eff": n_eff,
+                       "thermo_rows": int(len(pe)), "frames": int(len(frames)),
                        "explicit_equilibration_steps": self.eq_steps}
 
     def check(self, step: int) -> dict[str, Any]:
