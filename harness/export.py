@@ -5,7 +5,9 @@ mace-torch (0.3.16 pins ``e3nn==0.4.4``) cannot share an environment with SevenN
 mace-torch, through a subprocess (argument list, ``check=True``, timeout, captured
 output). The result, ``*-lammps.pt``, is mace-torch's ``LAMMPS_MACE`` wrapper compiled
 to TorchScript; it loads in the main environment with plain ``torch.jit.load``
-(:mod:`potentials.mace`). Create the export environment once with
+(:mod:`potentials.mace`). Beside it, the main environment writes the per-layer split
+``*-lammps-layers.pt`` (:func:`write_layers_beside`) that ``pair_style mace`` runs on
+several MPI ranks. Create the export environment once with
 ``tools/mace/setup_export_env.sh`` (commands in :data:`SETUP_COMMANDS`).
 
 Which interpreter runs the export: the ``python`` argument, else ``$IONTRANSPORT_MACE_PYTHON``,
@@ -132,7 +134,25 @@ def export_mace(*, model: str | Path | None = None, foundation: str | None = Non
         tmp_meta.write_text(json.dumps(meta, indent=1) + "\n")
         os.replace(tmp_out, out)
         os.replace(tmp_meta, sidecar_path(out))
+    write_layers_beside(out)
     return out
+
+
+def write_layers_beside(export: Path) -> Path | None:
+    """The per-layer split ``X-lammps-layers.pt`` beside ``X-lammps.pt``, for
+    ``pair_style mace parallel`` (several MPI ranks); made here in the main environment
+    from the export alone (:mod:`potentials.mace_layers`) and checked against it. An
+    export that cannot be split still runs, on one rank or in whole-model domain
+    decomposition: a warning, not an error."""
+    from potentials.base import PotentialError
+    from potentials.mace_layers import write_layers
+
+    try:
+        return write_layers(export)
+    except PotentialError as exc:
+        print(f"warning: no per-layer split for {export.name} ({exc}); several MPI ranks will "
+              "use whole-model domain decomposition", file=sys.stderr)
+        return None
 
 
 def _check_mace_env(interpreter: Path) -> None:

@@ -19,8 +19,9 @@ to a symmetric strain of positions *and* cell, so it returns the virial
 (:mod:`potentials.routes`; ``auto`` takes the first available):
 
 * ``native``: our ``pair_style mace`` plugin for the PyPI wheel (``cmake/plugins/mace``,
-  built and cached by :mod:`potentials.plugins`), domain decomposition over any number of
-  MPI ranks, CPU or CUDA (whatever libtorch sees);
+  built and cached by :mod:`potentials.plugins`), CPU or CUDA (whatever libtorch sees);
+  on several MPI ranks its ``parallel`` mode runs the per-layer split of the export
+  (:mod:`potentials.mace_layers`) with node features exchanged between layers;
 * ``mliap``: ``pair_style mliap unified`` with mace-torch's ML-IAP export
   (``*-mliap_lammps.pt`` beside the ``*-lammps.pt``), only in a full LAMMPS build with
   ML-IAP + PYTHON (``tools/build_lammps.sh``);
@@ -222,6 +223,7 @@ class MacePotential(ExternalModelPotential, Potential):
         self.requested_route = route
         self._decision: Any = None  # potentials.routes.RouteDecision once resolved
         self._plugin: Path | None = None
+        self.pair_mode: dict[str, Any] | None = None  # pair_style mace mode, for the manifest
         self.device = device
         self.foundation = foundation
         if foundation is not None:
@@ -319,19 +321,50 @@ class MacePotential(ExternalModelPotential, Potential):
         self.check_elements(type_elements)
         route = self.resolve_route()
         if route == "native":
-            return self.native_lammps_setup(type_elements=type_elements)
+            return self.native_lammps_setup(type_elements=type_elements, nranks=nranks)
         if route == "mliap":
             return self.mliap_lammps_setup(type_elements=type_elements)
         return self.external_lammps_setup()
 
-    def native_lammps_setup(self, *, type_elements: list[str]) -> LammpsSetup:
-        """``pair_style mace`` from our plugin: any number of MPI ranks (domain decomposition
-        on several ranks, a periodic graph of local atoms on one), CPU or CUDA."""
+    def layers_file(self) -> Path:
+        """The per-layer split of the export for ``pair_style mace parallel``
+        (:mod:`potentials.mace_layers`): beside the export, else made once in the cache."""
+        from potentials.mace_layers import cached_layers
+        from potentials.plugins import cache_root, file_lock
+
+        root = cache_root()
+        root.mkdir(parents=True, exist_ok=True)
+        with file_lock(root / ".mace-layers.lock", timeout_s=600.0):  # ranks share one build
+            return cached_layers(self.model_file, root)
+
+    def native_lammps_setup(self, *, type_elements: list[str], nranks: int = 1) -> LammpsSetup:
+        """``pair_style mace`` from our plugin, CPU or CUDA (whatever libtorch sees). One rank:
+        a periodic graph of local atoms (whole model). Several ranks: the ``parallel`` mode
+        (per-layer modules, node features exchanged between layers, one-r_max ghost shell);
+        if the export cannot be split, whole-model domain decomposition (ghosts out to
+        num_interactions x r_max), with a warning."""
         if self._plugin is None:  # called directly, not through lammps_setup
             from potentials.plugins import plugin_path
 
             self._plugin = plugin_path(PLUGIN_NAME, build_if_missing=True)
         style = f"pair_style {PAIR_STYLE}"
+        self.pair_mode = {"mode": "no_domain_decomposition", "ranks": nranks,
+                          "why": "one MPI rank: whole model on a periodic graph of local atoms"}
+        if nranks > 1:
+            try:
+                layers = self.layers_file()
+            except PotentialError as exc:
+                warnings.warn(f"MACE on {nranks} ranks without the per-layer split ({exc}); "
+                              "falling back to whole-model domain decomposition, which is "
+                              "slower than one rank", RuntimeWarning, stacklevel=3)
+                self.pair_mode = {"mode": "domain_decomposition", "ranks": nranks,
+                                  "why": f"per-layer split unavailable: {exc}"}
+            else:
+                style += f" parallel layers {layers}"
+                self.pair_mode = {"mode": "parallel", "ranks": nranks, "layers_file": str(layers),
+                                  "layers_sha256": sha256_file(layers),
+                                  "why": "several MPI ranks: layer by layer with one-r_max "
+                                         "ghost halos, node features exchanged between layers"}
         if self.device != "auto":
             style += f" device {self.device}"
         return LammpsSetup(
@@ -387,6 +420,8 @@ class MacePotential(ExternalModelPotential, Potential):
             extra.update({"evaluator": "pair_style mace (cmake/plugins/mace, libtorch)",
                           "pair_style": PAIR_STYLE, "plugin_file": str(self._plugin),
                           "plugin_key": cache_key(PLUGIN_NAME)})
+            if getattr(self, "pair_mode", None) is not None:
+                extra["pair_mace_mode"] = self.pair_mode
         if export:
             extra["export"] = {k: export[k] for k in (
                 "source", "source_sha256", "head", "torch_version", "e3nn_version",

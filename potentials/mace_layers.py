@@ -36,7 +36,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from potentials.base import PotentialError, sha256_file
 
@@ -50,7 +50,7 @@ def layers_path_for(export_file: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".pt") + "-layers.pt")
 
 
-def _build(export: Any) -> Any:
+def _build(export: Any, sliced: bool = True) -> Any:
     """The scripted per-layer container for a loaded LAMMPS_MACE export."""
     import torch
     from torch import nn
@@ -95,14 +95,22 @@ def _build(export: Any) -> Any:
     class Layer(nn.Module):
         def __init__(self, index: int) -> None:
             super().__init__()
+            block = interactions[index]
             self.spherical_harmonics = model.spherical_harmonics
             self.radial_embedding = model.radial_embedding
-            self.interaction = interactions[index]
+            self.interaction = block
             self.product = getattr(model.products, str(index))
             self.readout = getattr(model.readouts, str(index))
             self.register_buffer("atomic_numbers", model.atomic_numbers.clone())
             self.register_buffer("scale", scale.clone())
             self.head = head
+            # sliced: node-wise work of the interaction on local atoms only (ghosts only
+            # need linear_up, as message senders); generic: the block's own forward on
+            # every node, then the local rows (any block class with this signature)
+            self.kind = (1 if block.original_name == "RealAgnosticInteractionBlock"
+                         else 2 if block.original_name == "RealAgnosticResidualInteractionBlock"
+                         else 0) if sliced else 0
+            self.avg_num_neighbors = float(block.avg_num_neighbors) if self.kind else 1.0
 
         def forward(self, node_attrs: torch.Tensor, node_feats: torch.Tensor,
                     vectors: torch.Tensor, edge_index: torch.Tensor,
@@ -111,12 +119,30 @@ def _build(export: Any) -> Any:
             edge_attrs = self.spherical_harmonics(vectors)
             edge_feats, cutoff = self.radial_embedding(lengths, node_attrs, edge_index,
                                                        self.atomic_numbers)
-            message, sc = self.interaction(node_attrs, node_feats, edge_attrs, edge_feats,
-                                           edge_index, cutoff)
-            message = message[:n_local]
-            if sc is not None:
-                sc = sc[:n_local]
-            h = self.product(message, sc, node_attrs[:n_local])
+            local_attrs = node_attrs[:n_local]
+            if self.kind == 0:
+                message, sc = self.interaction(node_attrs, node_feats, edge_attrs, edge_feats,
+                                               edge_index, cutoff)
+                message = message[:n_local]
+                if sc is not None:
+                    sc = sc[:n_local]
+            else:
+                block = self.interaction
+                sc: Optional[torch.Tensor] = None
+                if self.kind == 2:
+                    sc = block.skip_tp(node_feats[:n_local], local_attrs)
+                up = block.linear_up(node_feats)
+                tp_weights = block.conv_tp_weights(edge_feats)
+                if cutoff is not None:
+                    tp_weights = tp_weights * cutoff
+                mji = block.conv_tp(up[edge_index[0]], edge_attrs, tp_weights)
+                message = torch.zeros((n_local, mji.shape[1]), dtype=mji.dtype,
+                                      device=mji.device).index_add_(0, edge_index[1], mji)
+                message = block.linear(message) / self.avg_num_neighbors
+                if self.kind == 1:
+                    message = block.skip_tp(message, local_attrs)
+                message = block.reshape(message)
+            h = self.product(message, sc, local_attrs)
             heads = torch.full((n_local,), self.head, dtype=torch.long, device=h.device)
             e = self.readout(h, heads)[:, self.head] * self.scale
             return h, e
@@ -153,24 +179,38 @@ def write_layers(export_file: str | Path, out: str | Path | None = None) -> Path
     export = load_torchscript(export_file)
     for p in export.parameters():
         p.requires_grad_(False)
-    container, dtype = _build(export)
-    widths = _feature_widths(container, export, dtype)
-    container.register_buffer("feature_widths", torch.tensor(widths, dtype=torch.long))
-    digest = bytes.fromhex(sha256_file(export_file))
-    container.register_buffer("source_sha256", torch.tensor(list(digest), dtype=torch.uint8))
-    container.register_buffer("layers_format", torch.tensor([LAYERS_FORMAT]))
-    final = torch.jit.script(container)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".layers-", suffix=".pt")
-    os.close(fd)
-    try:
-        final.save(tmp)
-        _check_against_whole(export, torch.jit.load(tmp), dtype)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    last_error: Exception | None = None
+    for sliced in (True, False):  # the generic path if the sliced one does not reproduce
+        try:
+            container, dtype = _build(export, sliced=sliced)
+        except RuntimeError as exc:  # TorchScript cannot compile the wrappers
+            raise PotentialError(f"cannot split {export_file.name} into layers: "
+                                 f"{str(exc).strip().splitlines()[0]}") from exc
+        widths = _feature_widths(container, export, dtype)
+        container.register_buffer("feature_widths", torch.tensor(widths, dtype=torch.long))
+        digest = bytes.fromhex(sha256_file(export_file))
+        container.register_buffer("source_sha256", torch.tensor(list(digest), dtype=torch.uint8))
+        container.register_buffer("layers_format", torch.tensor([LAYERS_FORMAT]))
+        container.register_buffer("sliced", torch.tensor([sliced]))
+        final = torch.jit.script(container)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".layers-", suffix=".pt")
+        os.close(fd)
+        try:
+            final.save(tmp)
+            os.chmod(tmp, 0o644)
+            try:
+                _check_against_whole(export, torch.jit.load(tmp), dtype)
+            except PotentialError as exc:
+                last_error = exc
+                continue
+            os.replace(tmp, out)
+            return out
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    assert last_error is not None
+    raise last_error
 
 
 def _feature_widths(container: Any, export: Any, dtype: Any) -> list[int]:
@@ -211,17 +251,32 @@ def _check_against_whole(export: Any, layered: Any, dtype: Any) -> None:
     atoms.calc = calc
     ref_e = atoms.get_potential_energies()
     ref_f = atoms.get_forces()
-    # receivers local (all atoms), senders = the image's atom; vector x_recv - x_send(image)
-    i, j, d = neighbor_list("ijD", atoms, float(export.r_max), self_interaction=False)
-    # neighbor_list D = x_j + S.cell - x_i: sender j image, receiver i -> vector = -D
+    # As pair_style mace parallel sees it: receivers local, a sender in another image is a
+    # ghost node (a copy of its owner's features), vector x_recv - x_send(image)
+    i, j, shift, d = neighbor_list("ijSD", atoms, float(export.r_max), self_interaction=False)
+    owner = list(range(n))
+    ghost: dict[tuple[int, int, int, int], int] = {}
+    senders = []
+    for jj, s in zip(j.tolist(), shift.tolist()):
+        if s == [0, 0, 0]:
+            senders.append(jj)
+            continue
+        key = (jj, *s)
+        if key not in ghost:
+            ghost[key] = len(owner)
+            owner.append(jj)
+        senders.append(ghost[key])
+    assert len(owner) > n, "test cell must have ghost nodes"
     vectors = torch.tensor(-d, dtype=dtype, requires_grad=True)
-    edge_index = torch.tensor(np.stack([j, i]), dtype=torch.long)
+    edge_index = torch.tensor(np.stack([senders, i]), dtype=torch.long)
+    owner_t = torch.tensor(owner)
     species = [numbers.index(int(z)) for z in atoms.numbers]
-    attrs = torch.nn.functional.one_hot(torch.tensor(species), len(numbers)).to(dtype)
+    attrs = torch.nn.functional.one_hot(torch.tensor(species), len(numbers)).to(dtype)[owner_t]
     h, e0 = layered.embed(attrs)
-    energy = e0.clone()
+    energy = e0[:n].clone()
     for k in range(int(export.num_interactions)):
-        h, e = getattr(layered, f"layer{k}")(attrs, h, vectors, edge_index, n)
+        h_local, e = getattr(layered, f"layer{k}")(attrs, h, vectors, edge_index, n)
+        h = h_local[owner_t]  # the forward exchange: ghosts copy their owner
         energy = energy + e
     (grad,) = torch.autograd.grad(energy.sum(), [vectors])
     forces = np.zeros((n, 3))
