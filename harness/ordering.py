@@ -720,7 +720,28 @@ def _atoms_of(sc: "Structure", partial: np.ndarray, config: np.ndarray,
 # --------------------------------------------------------------------------------------
 def relaxed_energy(atoms: "Atoms", *, potential: str, fmax_eV_per_A: float = RELAX_FMAX_eV_per_A,
                    max_steps: int = RELAX_MAX_STEPS) -> tuple[float, int, "Atoms"]:
-    """Energy after a fixed-cell FIRE relaxation with the potential's own ASE calculator."""
+    """Energy after a fixed-cell FIRE relaxation of the positions.
+
+    Through the harness' LAMMPS-backed calculator and relaxation
+    (:mod:`harness.statics.relax`: the same pair style as ``harness md``) when they are
+    installed, else FIRE with the potential's own ASE calculator.
+    """
+    try:
+        from harness.statics.calculator import LammpsCalculator
+        from harness.statics.relax import RelaxSettings, relax_atoms
+    except ImportError:
+        LammpsCalculator = None  # noqa: N806
+    if LammpsCalculator is not None:
+        calc = LammpsCalculator(potential, device="cpu")
+        try:
+            result = relax_atoms(atoms, calc, settings=RelaxSettings(
+                fmax_eV_per_A=fmax_eV_per_A, max_steps=max_steps, relax_cell=False))
+        finally:
+            calc.close()
+        if result.energy_eV is None or result.failure_class in ("non_finite", "exploded"):
+            raise OrderingError(f"relaxing an ordering with {potential} failed "
+                                f"({result.failure_class}: {result.message})")
+        return float(result.energy_eV), int(result.n_steps), result.atoms
     from ase.optimize import FIRE
 
     from potentials.registry import get_potential

@@ -228,7 +228,7 @@ def test_campaign_pools_orderings_obelix_joc(tmp_path):
     assert JOC.is_file(), f"shared OBELiX data missing: {JOC}"
     campaign = {
         "name": "ordering-test", "potentials": ["lj-test"], "temperatures_K": [300],
-        "md": {"steps": 20, "dump_every": 5, "thermo_every": 5, "restart_every": 20,
+        "md": {"steps": 40, "dump_every": 2, "thermo_every": 10, "restart_every": 40,
                "timestep_fs": 1.0},
         "analysis": {"compute_distinct": False},
         "structures": [

@@ -31,7 +31,8 @@ FIXTURES = Path(__file__).resolve().parent / "data" / "structures"
 OBELIX = REPO.parent / "shared" / "data" / "obelix"
 needs_obelix = pytest.mark.skipif(not OBELIX.is_dir(),
                                   reason=f"OBELiX CIFs not found at {OBELIX}")
-BUNDLED = ["Li2S", "Li3N", "Li6PS5Cl"]
+BUNDLED = ["Li2S", "Li3N", "Li6PS5Cl"]  # ordered, loadable as they are
+BUNDLED_DISORDERED = ["Li6PS5Cl-disordered"]  # need `harness order` / an ordering: block
 
 
 def space_group_number(atoms, *, symprec=1e-2):
@@ -51,14 +52,16 @@ def sorted_distances(atoms):
 
 def test_bundled_index_names_sources_and_files():
     index = bundled_structures()
-    assert sorted(index) == BUNDLED
+    assert sorted(index) == sorted(BUNDLED + BUNDLED_DISORDERED)
     for name, meta in index.items():
         assert meta["name"] == name
         assert bundled_path(name).is_file()
         assert meta["source"]["citation"]
         assert meta["source"].get("doi") or meta["source"].get("icsd"), name
         assert isinstance(meta["ordered_approximant"], bool)
-    assert index["Li6PS5Cl"]["ordered_approximant"] is True
+    assert index["Li6PS5Cl"]["ordered_approximant"] is False  # an ordering of the real one
+    assert index["Li6PS5Cl"]["ordering_of"] == "Li6PS5Cl-disordered"
+    assert index["Li6PS5Cl-disordered"]["disordered"] is True
     index["Li3N"]["formula"] = "changed"  # a copy: the index itself is untouched
     assert bundled_structures()["Li3N"]["formula"] == "Li3N"
 
@@ -80,6 +83,8 @@ def test_bundled_structure_matches_metadata(name):
 
 
 def test_li6ps5cl_composition_and_li_environment():
+    """The bundled cell is an ordering of the disordered one: every Li on a 48h site of the
+    parent, one per split pair, S3Cl tetrahedra (Li-S 2.41/2.49 A, Li-Cl 2.55 A)."""
     atoms = load_structure("Li6PS5Cl")
     symbols = atoms.get_chemical_symbols()
     assert {s: symbols.count(s) for s in set(symbols)} == {"Li": 24, "P": 4, "S": 20, "Cl": 4}
@@ -87,10 +92,27 @@ def test_li6ps5cl_composition_and_li_environment():
     li = [i for i, s in enumerate(symbols) if s == "Li"]
     s_ = [i for i, s in enumerate(symbols) if s == "S"]
     p = [i for i, s in enumerate(symbols) if s == "P"]
-    np.testing.assert_allclose(np.sort(d[np.ix_(li, s_)], axis=1)[:, :3], 2.272, atol=0.005)
+    cl = [i for i, s in enumerate(symbols) if s == "Cl"]
+    np.testing.assert_allclose(np.sort(d[np.ix_(li, s_)], axis=1)[:, :3],
+                               np.tile([2.414, 2.491, 2.491], (24, 1)), atol=0.005)
+    np.testing.assert_allclose(d[np.ix_(li, cl)].min(axis=1), 2.547, atol=0.005)
     np.testing.assert_allclose(np.sort(d[np.ix_(p, s_)], axis=1)[:, :4], 2.047, atol=0.005)
     li_li = d[np.ix_(li, li)] + np.eye(len(li)) * 99
-    assert li_li.min() == pytest.approx(3.213, abs=0.005)
+    assert li_li.min() == pytest.approx(2.193, abs=0.005)  # never a 1.89 A split pair
+    from pymatgen.io.cif import CifParser
+
+    parent = CifParser(bundled_path("Li6PS5Cl-disordered")).parse_structures(primitive=False)[0]
+    sites_48h = parent.lattice.get_cartesian_coords(
+        [site.frac_coords for site in parent if "Li" in site.species])
+    on_48h = [np.min(np.linalg.norm(_mic(atoms, sites_48h - atoms.positions[i]), axis=1))
+              for i in li]
+    assert max(on_48h) < 1e-3 and len(sites_48h) == 48
+
+
+def _mic(atoms, vectors):
+    from ase.geometry import find_mic
+
+    return find_mic(vectors, atoms.cell, pbc=True)[0]
 
 
 @pytest.mark.parametrize("spelling", ["Li3N", "li3n", "bundled:Li3N", "bundled:LI3N"])
