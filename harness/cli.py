@@ -44,8 +44,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def _run_failures() -> tuple[type[BaseException], ...]:
     from harness.md.workflow import MDFailure
+    from harness.statics.relax import RelaxationFailed
 
-    return (MDFailure,)
+    return (MDFailure, RelaxationFailed)
 
 
 def _rank() -> int:
@@ -428,6 +429,9 @@ def bench(
     retry_failed: bool = typer.Option(False, help="run failed tasks again (from scratch)"),
     report: bool = typer.Option(True, "--report/--no-report", help="write report/ at the end"),
     quiet: bool = typer.Option(False, help="no progress display"),
+    until_converged: bool = typer.Option(False, "--until-converged", help="run every task "
+                                         "until D converges (the YAML's convergence_policy, "
+                                         "else the defaults; cap = the preset's length)"),
 ) -> None:
     """Run a benchmark campaign (materials x potentials x temperatures x replicas).
 
@@ -438,6 +442,8 @@ def bench(
         from harness.campaign.tasks import default_campaign_dir, load_campaign
 
         spec = load_campaign(campaign)
+        if until_converged and spec.convergence_policy is None:
+            spec.convergence_policy = {}
         if experimental_csv is not None:
             spec.references.experimental_csv = str(experimental_csv.resolve())
         from harness.campaign.farm import bind_gpu, run_campaign
@@ -684,6 +690,75 @@ def phonons(
         lines += [f"note: {n}" for n in s.get("notes", [])]
         lines.append(f"output: {result.out}")
         Console().print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def relax(
+    structure: Optional[str] = typer.Argument(None, help="CIF, POSCAR, extxyz or bundled name"),
+    potential: Optional[str] = typer.Option(None, help="e.g. sevennet-0, chgnet, lj-test"),
+    route: Optional[str] = typer.Option(None, help="auto | native | mliap | external"),
+    fmax_eV_per_A: Optional[float] = typer.Option(None, "--fmax-eV-per-A", help="(0.01)"),
+    smax_GPa: Optional[float] = typer.Option(None, "--smax-GPa", help="stress criterion (0.05)"),
+    max_steps: Optional[int] = typer.Option(None, help="FIRE steps (1000)"),
+    relax_cell: Optional[bool] = typer.Option(None, "--relax-cell/--fixed-cell",
+                                              help="relax the cell too (default yes)"),
+    min_distance_A: Optional[float] = typer.Option(None, "--min-distance-A",
+                                                   help="refuse closer atoms (0.5; 0 = off)"),
+    out: Optional[str] = typer.Option(None, help="output directory (relax)"),
+    config: Optional[Path] = typer.Option(None, help="YAML spec; flags override its keys"),
+    force: bool = typer.Option(False, help="overwrite the output directory"),
+) -> None:
+    """Relax positions and cell (ASE FIRE + FrechetCellFilter on the LAMMPS calculator)."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.md.spec import build_spec
+        from harness.statics.relax import RelaxSpec, run_relax
+
+        spec = build_spec(RelaxSpec, config=config, overrides=dict(
+            structure=structure, potential=potential, route=route, fmax_eV_per_A=fmax_eV_per_A,
+            smax_GPa=smax_GPa, max_steps=max_steps, relax_cell=relax_cell,
+            min_distance_A=min_distance_A, out=out))
+        s = run_relax(spec, force=force)
+        a = ", ".join(f"{x:.4f}" for x in s["a_A"])
+        Console().print(
+            f"{s['formula']}: converged in {s['n_steps']} steps, E = "
+            f"{s['energy_eV_per_atom']:.5f} eV/atom, a = ({a}) A, V = {s['volume_A3']:.3f} A^3; "
+            f"{s['wall_s']:.1f} s\noutput: {s['out']}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def elastic(
+    structure: Optional[str] = typer.Argument(None, help="CIF, POSCAR, extxyz or bundled name"),
+    potential: Optional[str] = typer.Option(None, help="e.g. sevennet-0, chgnet, lj-test"),
+    route: Optional[str] = typer.Option(None, help="auto | native | mliap | external"),
+    relax_ions: Optional[bool] = typer.Option(None, "--relax-ions/--clamped-ions",
+                                              help="relaxed-ion constants (default)"),
+    relax_structure: Optional[bool] = typer.Option(None, "--relax/--no-relax",
+                                                   help="relax cell and ions first (default)"),
+    fmax_eV_per_A: Optional[float] = typer.Option(None, "--fmax-eV-per-A", help="(0.005)"),
+    out: Optional[str] = typer.Option(None, help="output directory (elastic)"),
+    config: Optional[Path] = typer.Option(None, help="YAML spec (strains, EOS range...); "
+                                          "flags override its keys"),
+    force: bool = typer.Option(False, help="overwrite the output directory"),
+) -> None:
+    """Relaxed-ion elastic tensor from finite strains, K/G/E (VRH), stability, EOS bulk modulus."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.md.spec import build_spec
+        from harness.statics.elastic import ElasticSpec, run_elastic
+
+        spec = build_spec(ElasticSpec, config=config, overrides=dict(
+            structure=structure, potential=potential, route=route, relax_ions=relax_ions,
+            relax_structure=relax_structure, fmax_eV_per_A=fmax_eV_per_A, out=out))
+        s = run_elastic(spec, force=force)
+        stable = "stable" if s["mechanically_stable"] else "UNSTABLE (C has a negative eigenvalue)"
+        Console().print(
+            f"{s['formula']}: K_VRH {s['K_VRH_GPa']:.1f} GPa (EOS {s['K_EOS_GPa']:.1f}), "
+            f"G_VRH {s['G_VRH_GPa']:.1f} GPa, E {s['E_GPa']:.1f} GPa, {stable}; max fit "
+            f"residual {s['max_fit_residual_GPa']:.3f} GPa; {s['wall_s']:.1f} s\n"
+            f"output: {s['out']}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point
