@@ -1,7 +1,9 @@
 """``harness demo``: the whole pipeline on a bundled structure in a few minutes of CPU.
 
-A hot, short NVT run of the bundled ordered Li6PS5Cl argyrodite cell (52 atoms) with
-SevenNet-0 through its native LAMMPS plugin, followed by the transport analysis. The run
+A hot, short NVT run of the bundled Li6PS5Cl argyrodite cell (52 atoms: one ordering of
+the disordered structure, Li on the crystallographic 48h sites, made by
+:mod:`harness.ordering`; see ``inputs/structures.yaml``) with SevenNet-0 through its
+native LAMMPS plugin, followed by the transport analysis. The run
 is far too short for a converged diffusion coefficient; the demo says so and the analysis
 flags it. It shows what a real run directory and ``transport.json`` look like.
 """
@@ -37,7 +39,7 @@ def run_demo(*, out: Path, steps: int = DEMO_STEPS, potential: str = "sevennet-0
                   steps=steps, equilibration_steps=DEMO_EQUILIBRATION_STEPS, dump_every=5,
                   thermo_every=10, restart_every=max(steps // 2, 1), seed=2025,
                   ensemble="nvt_nose_hoover", out=str(out / "md"))
-    say(f"[bold]harness demo[/]: {DEMO_STRUCTURE} (bundled, ordered cell), {potential}, "
+    say(f"[bold]harness demo[/]: {DEMO_STRUCTURE} (bundled: one ordering of the disordered argyrodite), {potential}, "
         f"NVT Nose-Hoover {spec.temperature_K:.0f} K, {spec.timestep_fs} fs, "
         f"{spec.equilibration_steps} equilibration + {spec.steps} production steps "
         f"({spec.duration_ps:.1f} ps) in LAMMPS")

@@ -315,9 +315,9 @@ def _read_cif(file: Path, *, occupancy_tolerance: float) -> Atoms:
         listed = ", ".join(f"{label} ({text})" for label, text in partial.items())
         raise StructureError(
             f"{file} has partially occupied or mixed-species sites, which MD cannot run as "
-            f"they are: {listed}. Supply an ordered structure: enumerate orderings in a "
-            "supercell (e.g. pymatgen OrderDisorderedStructureTransformation, enumlib) or pick "
-            "an ordered cell from a database. Single-species sites with occupancy >= "
+            f"they are: {listed}. Order it first: `harness order {file.name} --n 5 --out DIR` "
+            "(or an `ordering: {n: 1}` block in the MD spec), or give an ordered cell. "
+            "Single-species sites with occupancy >= "
             f"{1.0 - occupancy_tolerance:g} would be rounded to 1 (occupancy_tolerance="
             f"{occupancy_tolerance:g})")
     if rounded:
@@ -580,6 +580,9 @@ def write_lammps_data(atoms: Atoms, path: str | os.PathLike[str], *,
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
+        umask = os.umask(0)  # mkstemp makes 0600; the file gets the normal 0666 & ~umask
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         ase.io.write(tmp_name, atoms, format="lammps-data", specorder=order, masses=True, parallel=False,
                      units="metal", atom_style="atomic")
         os.replace(tmp_name, target)
