@@ -447,9 +447,11 @@ void PairMACEPlugin::finish()
   double t[2] = {time_model, time_comm}, tmax[2];
   MPI_Allreduce(t, tmax, 2, MPI_DOUBLE, MPI_MAX, world);
   utils::logmesg(lmp,
-                 "pair_style mace parallel: {} evaluations, model {:.3f} s, feature "
+                 "pair_style mace parallel: {} evaluations this run, model {:.3f} s, feature "
                  "exchange {:.3f} s (slowest rank)\n",
                  n_compute, tmax[0], tmax[1]);
+  n_compute = 0;
+  time_model = time_comm = 0.0;
 }
 
 /* ---------------------------------------------------------------------- */
