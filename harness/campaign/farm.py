@@ -218,7 +218,7 @@ def _analysis_kwargs(task: Task) -> tuple[dict[str, Any], list[str]]:
     kwargs: dict[str, Any] = dict(species=a.species, temperature_K=md.temperature_K,
                                   analysis_start_ps=a.analysis_start_ps, seed=task.seed,
                                   fit_start_ps=a.fit_start_ps, fit_end_ps=a.fit_end_ps,
-                                  compute_distinct=a.compute_distinct)
+                                  compute_distinct=a.compute_distinct, charges=a.charges)
     frame_ps = md.dump_every * md.timestep_fs / 1000.0
     n_frames = md.steps // md.dump_every + 1
     first = math.ceil(a.analysis_start_ps / frame_ps - 1e-9)
@@ -387,6 +387,9 @@ def _md_summary(manifest: dict[str, Any], *, md_result: Any, wall_s: float) -> d
         "potential_route": potential.get("route"),
         "model_sha256": potential.get("model_sha256"),
         "call_wall_s": round(wall_s, 3),
+        # adaptive length (convergence policy): the verdict without the check history
+        "convergence": {k: v for k, v in (manifest.get("convergence") or {}).items()
+                        if k != "history"} or None,
     }
 
 

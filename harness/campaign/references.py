@@ -170,19 +170,24 @@ def analyse_reference_trajectories(entries: list[dict[str, Any]], *, out_dir: st
         T = float(entry["temperature_K"])
         # the cache key holds the resolved path and every analysis setting: two vasprun.xml of
         # one structure and temperature, or a changed fit window, never share a result
-        key = json.dumps({"path": str(Path(entry["path"]).resolve()), "T": T, "seed": seed,
+        # a list of paths: consecutive pieces of one trajectory (e.g. AIMD segments)
+        paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+        resolved = [str(Path(p).resolve()) for p in paths]
+        key = json.dumps({"path": resolved if len(paths) > 1 else resolved[0], "T": T,
+                          "seed": seed,
                           **{k: entry.get(k) for k in ("frame_interval_fs", "species",
                                                        "fit_start_ps", "fit_end_ps",
                                                        "analysis_start_ps", "format")}},
                          sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-        out = Path(out_dir) / (f"{entry['structure']}__T{T:g}__{Path(entry['path']).name}"
+        out = Path(out_dir) / (f"{entry['structure']}__T{T:g}__{Path(paths[0]).name}"
                                f"__{digest}")
         cached = out / "transport.json"
         if cached.is_file():
             transport = json.loads(cached.read_text())
         else:
-            transport = run_analyze(trajectory=entry["path"], temperature_K=T,
+            transport = run_analyze(trajectory=paths if len(paths) > 1 else paths[0],
+                                    temperature_K=T,
                                     frame_interval_fs=entry.get("frame_interval_fs"),
                                     species=entry.get("species"), out=out,
                                     fit_start_ps=entry.get("fit_start_ps"),

@@ -118,9 +118,47 @@ def task_row(task: dict[str, Any], result: dict[str, Any] | None, *, campaign: s
         "finished": result.get("finished"),
         "worker_rank": (result.get("worker") or {}).get("world_rank"),
         "host": (result.get("worker") or {}).get("host"),
+        **_convergence_columns(mdres.get("convergence"), task),
         "md_spec_json": json.dumps(md, sort_keys=True),
         "analysis_json": json.dumps(analysis, sort_keys=True),
     }
+
+
+def _convergence_columns(conv: dict[str, Any] | None, task: dict[str, Any]) -> dict[str, Any]:
+    """Stop verdict of an adaptive task (convergence policy); None for fixed-length tasks."""
+    conv = conv or {}
+    history_last = conv.get("D_ci95_cm2_per_s") or [None, None]
+    D = conv.get("D_cm2_per_s")
+    rel = ((history_last[1] - history_last[0]) / (2 * D)
+           if D and history_last[0] is not None else None)
+    return {"stop_reason": conv.get("stop_reason"),
+            "production_ps_run": conv.get("production_ps"),
+            "fixed_ps": (task.get("extra") or {}).get("fixed_ps"),
+            "D_cm2_per_s_at_stop": D,
+            "D_upper_bound_cm2_per_s": conv.get("D_upper_bound_cm2_per_s"),
+            "rel_half_width_ci95_at_stop": rel,
+            "analysis_fraction_of_md": conv.get("analysis_fraction_of_md")}
+
+
+def _validation_rows(results, campaign_dir: Path, rdf_ref: dict) -> list[dict[str, Any]]:
+    """Each completed task vs the reference analysis of its structure and temperature."""
+    from harness.campaign.validation import compare
+
+    rows = []
+    for r in results[results["status"] == "completed"].itertuples():
+        ref = rdf_ref.get((r.structure, float(r.temperature_K)))
+        task_dir = campaign_dir / TASKS_DIR / r.task_id / ANALYSIS_DIR
+        if ref is None or not (task_dir / "transport.json").is_file() or \
+                Path(ref).parent == task_dir:
+            continue
+        conv = {"stop_reason": getattr(r, "stop_reason", None),
+                "D_upper_bound_cm2_per_s": getattr(r, "D_upper_bound_cm2_per_s", None)}
+        c = compare(task_dir, Path(ref).parent, convergence=conv)
+        rows.append({"task_id": r.task_id, "stop_reason": conv["stop_reason"], **c,
+                     "rdf_mae_mean": (c.get("rdf_mae") or {}).get("mean_over_pairs"),
+                     "vanhove_self_L1": ";".join(f"{k}ps={v:.3f}" for k, v in
+                                                 (c.get("vanhove_self_L1") or {}).items())})
+    return rows
 
 
 def results_frame(campaign_dir: str | Path):
@@ -547,7 +585,8 @@ def build_tables(campaign_dir: Path, *, experimental_csv: str | None = None) -> 
                                 reference_label=spec.references.label,
                                 reference_potential=spec.references.reference_potential)
     return {"spec": spec, "results": results, "per_T": per_T, "summary": summary,
-            "metrics": metrics, "D_ref": D_ref, "Ea_ref": Ea_ref, "notes": notes}
+            "metrics": metrics, "D_ref": D_ref, "Ea_ref": Ea_ref, "notes": notes,
+            "rdf_ref": rdf_ref}
 
 
 # --------------------------------------------------------------------------------------
@@ -779,7 +818,40 @@ def write_report(campaign_dir: str | Path, *, experimental_csv: str | None = Non
           "log10(simulated) - log10(reference); sigma is the Nernst-Einstein conductivity at "
           "T_eval from the Arrhenius fit; reliable = every temperature reached MSD >= 20 A^2.\n"]
     md += [f"> note: {n}\n" for n in t["notes"]]
+    from harness.campaign.policy import convergence_table
+
+    conv_df, conv_summary = convergence_table(results)
+    if conv_summary:
+        saved = conv_summary["budget_saved_fraction"]
+        line = (f"Convergence policy: stop reasons {conv_summary['stop_reasons']}; production "
+                f"{conv_summary['atom_steps_used']:.3g} atom-steps against "
+                f"{conv_summary['atom_steps_fixed_protocol']:.3g} for the fixed-length "
+                f"protocol of the same preset: budget saved "
+                f"{100 * saved:.1f} %" if saved is not None else "")
+        md.append(f"## Convergence policy\n\n{line}\n")
+        md.append(markdown_table(conv_df, list(conv_df.columns)))
+        sections.append(("Convergence policy (per task)", conv_df, list(conv_df.columns)))
+        paths["convergence_json"] = atomic_write_text(
+            out / "convergence.json", json.dumps(conv_summary, indent=1))
+    validation = _validation_rows(results, campaign_dir, t.get("rdf_ref") or {})
+    if validation:
+        import pandas as pd
+
+        val_df = pd.DataFrame(validation)
+        cols = [c for c in ("task_id", "stop_reason", "D_cm2_per_s", "D_ref_cm2_per_s",
+                            "log10_D_ratio", "intervals_overlap", "D_upper_bound_cm2_per_s",
+                            "rdf_mae_mean", "vanhove_self_L1") if c in val_df]
+        md.append("## Validation against reference trajectories\n\nSame analysis layer for "
+                  "both; RDF MAE = int_0^10A |g - g_ref| dr (mean over pairs); van Hove = "
+                  "L1 distance of 4 pi r^2 G_s(r, t) at the listed lags (0 same, 2 disjoint)."
+                  "\n")
+        md.append(markdown_table(val_df, cols))
+        paths["validation_json"] = atomic_write_text(out / "validation.json",
+                                                     json.dumps(validation, indent=1,
+                                                                default=str))
     for title, df, cols in sections:
+        if title.startswith("Convergence policy"):
+            continue
         md.append(f"## {title}\n")
         md.append(markdown_table(df, cols))
     md.append("## Figures\n")

@@ -256,6 +256,8 @@ class CampaignSpec(BaseModel):
     references: ReferenceSettings = Field(default_factory=ReferenceSettings)
     farm: FarmSettings = Field(default_factory=FarmSettings)
     out: str | None = Field(None, description="campaign directory (default campaigns/<name>)")
+    convergence_policy: dict[str, Any] | None = Field(
+        None, description="run every task until D converges (harness/campaign/policy.py)")
 
     @model_validator(mode="after")
     def _something_to_run(self) -> "CampaignSpec":
@@ -373,7 +375,8 @@ def resolve_paths(spec: CampaignSpec, *, base: Path) -> CampaignSpec:
         refs[key] = _resolve(refs.get(key), base)
     for traj in refs["trajectories"]:
         if "path" in traj:
-            traj["path"] = _resolve(traj["path"], base)
+            traj["path"] = ([_resolve(p, base) for p in traj["path"]]
+                            if isinstance(traj["path"], list) else _resolve(traj["path"], base))
     potentials = []
     for item in data["potentials"]:
         entry = {"name": item} if isinstance(item, str) else item
@@ -520,7 +523,7 @@ def expand_tasks(spec: CampaignSpec, *, campaign_dir: str | Path) -> list[Task]:
                               temperature_K=float(T), seed=seed,
                               out=str(campaign_dir / "tasks" / tid))
                     if isinstance(ordering, dict):
-                        md["ordering"] = {**ordering, "index": replica % n_orderings}
+                        md["ordering"] = {**ordering, "index": 0}
                     try:
                         md_spec = MDSpec(**md)
                     except ValidationError as exc:
@@ -533,6 +536,10 @@ def expand_tasks(spec: CampaignSpec, *, campaign_dir: str | Path) -> list[Task]:
                                       replica=replica, seed=seed,
                                       md=md_spec.model_dump(mode="json"),
                                       analysis=analysis.model_dump(mode="json")))
+    if spec.convergence_policy is not None and not errors:
+        from harness.campaign.policy import apply_policy
+
+        tasks = apply_policy(tasks, spec.convergence_policy)
     seen: dict[str, Task] = {}
     for task in tasks:
         if task.task_id in seen:
