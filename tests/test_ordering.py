@@ -265,3 +265,20 @@ def test_campaign_pools_orderings_obelix_joc(tmp_path):
 
     assert half == pytest.approx(stats.t.ppf(0.975, 1) * D.std(ddof=1) / math.sqrt(2),
                                  rel=1e-6)
+
+
+def test_campaign_orderings_become_replicas(tmp_path):
+    from harness.campaign.tasks import expand_tasks, parse_campaign
+
+    spec = parse_campaign({
+        "structures": [{"name": "lpsc", "file": str(ANION_MIXED),
+                        "md": {"ordering": {"n": 2, "seed": 4}}}, "Li3N"],
+        "potentials": ["lj-test"], "temperatures_K": [500], "replicas": 2})
+    tasks = expand_tasks(spec, campaign_dir=tmp_path)
+    lpsc = [t for t in tasks if t.structure == "lpsc"]
+    assert [t.replica for t in lpsc] == [0, 1, 2, 3]
+    assert [t.md["ordering"]["index"] for t in lpsc] == [0, 1, 0, 1]
+    assert all(t.md["ordering"]["seed"] == 4 and t.md["ordering"]["n"] == 2 for t in lpsc)
+    assert len({t.seed for t in lpsc}) == 4  # independent velocities per replica
+    li3n = [t for t in tasks if t.structure == "Li3N"]
+    assert len(li3n) == 2 and all(t.md["ordering"] is None for t in li3n)

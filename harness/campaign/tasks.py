@@ -523,7 +523,7 @@ def expand_tasks(spec: CampaignSpec, *, campaign_dir: str | Path) -> list[Task]:
                               temperature_K=float(T), seed=seed,
                               out=str(campaign_dir / "tasks" / tid))
                     if isinstance(ordering, dict):
-                        md["ordering"] = {**ordering, "index": 0}
+                        md["ordering"] = {**ordering, "index": replica % n_orderings}
                     try:
                         md_spec = MDSpec(**md)
                     except ValidationError as exc:
