@@ -761,6 +761,44 @@ def elastic(
             f"output: {s['out']}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def formation(
+    structure: Optional[str] = typer.Argument(None, help="the compound (CIF, POSCAR, extxyz)"),
+    potential: Optional[str] = typer.Option(None, help="e.g. sevennet-0, chgnet, lj-test"),
+    references: Optional[str] = typer.Option(None, help="refs.json: element -> structure "
+                                             "file(s), or MP/matcalc element-reference JSON"),
+    phase: Optional[list[str]] = typer.Option(None, "--phase", help="competing phase "
+                                              "structure (repeat the option)"),
+    route: Optional[str] = typer.Option(None, help="auto | native | mliap | external"),
+    compatibility: Optional[str] = typer.Option(
+        None, help="auto | mp2020 | mp2020_included | none (auto: by model family)"),
+    relax_structures: Optional[bool] = typer.Option(None, "--relax/--no-relax",
+                                                    help="relax every structure (default)"),
+    out: Optional[str] = typer.Option(None, help="output directory (formation)"),
+    config: Optional[Path] = typer.Option(None, help="YAML spec; flags override its keys"),
+    force: bool = typer.Option(False, help="overwrite the output directory"),
+) -> None:
+    """Formation energy vs same-potential elemental references, and E_above_hull (pymatgen)."""
+    with _clean_errors():
+        from rich.console import Console
+
+        from harness.md.spec import build_spec
+        from harness.statics.formation import FormationSpec, run_formation
+
+        spec = build_spec(FormationSpec, config=config, overrides=dict(
+            structure=structure, potential=potential, references=references,
+            phases=phase or None, route=route, compatibility=compatibility,
+            relax=relax_structures, out=out))
+        s = run_formation(spec, force=force)
+        decomposition = ", ".join(f"{k} {v:.2f}" for k, v in s["decomposition"].items())
+        Console().print(
+            f"{s['reduced_formula']}: E_form {s['formation_energy_eV_per_atom']:.4f} eV/atom "
+            f"(compatibility {s['compatibility']['scheme']}), E_above_hull "
+            f"{s['e_above_hull_eV_per_atom']:.4f} eV/atom (signed hull distance "
+            f"{s['hull_distance_eV_per_atom']:.4f}; decomposes to {decomposition}); "
+            f"{s['wall_s']:.1f} s\noutput: {s['out']}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
