@@ -41,10 +41,10 @@ from analysis.msd import all_origin_statistics
 from analysis.readers import ALKALI, FrameBlock, LammpsDumpSource, _MARK
 from analysis.unwrap import Unwrapper
 
-#: kinisi settings used by the convergence checks: half kinisi's default chain (the checks
-#: run many times; the interval's calibration with these settings is measured in
-#: benchmarks/ci_coverage.py)
-CHECK_KINISI = KinisiSettings(n_samples=500, n_burn=300, max_fit_points=50)
+#: kinisi settings used by the convergence checks: a quarter of kinisi's default chain, 32
+#: walkers (the checks run many times; ~0.3 s CPU each; the interval's calibration with these
+#: settings is measured in benchmarks/ci_coverage.py)
+CHECK_KINISI = KinisiSettings(n_samples=250, n_burn=150, max_fit_points=50)
 
 
 class TailDumpSource(LammpsDumpSource):
@@ -210,12 +210,13 @@ class DEstimate:
 
 def estimate_D(displacements: np.ndarray, *, frame_interval_ps: float, seed: int = 0,
                settings: KinisiSettings | None = None,
-               max_samples_per_lag: int | None = 2_000_000) -> DEstimate:
+               max_samples_per_lag: int | None = 2_000_000, fit: bool = True) -> DEstimate:
     """D and its 95 % interval from (ions, frames, 3) displacements, with the full
     analysis' defaults (fit window [10 %, 50 %], kinisi regression on the modelled
     variance); ``settings`` defaults to :data:`CHECK_KINISI`."""
     settings = settings or CHECK_KINISI
     n_ions, n = displacements.shape[:2]
+    # ``fit=False``: MSD statistics and the upper bound only, no kinisi regression
     if n < 10:
         raise AnalysisInputError(f"only {n} frames: a diffusion fit needs at least 10")
     window = choose_fit_window(frame_interval_ps=frame_interval_ps, n_frames=n)
@@ -223,15 +224,19 @@ def estimate_D(displacements: np.ndarray, *, frame_interval_ps: float, seed: int
     stats = all_origin_statistics(displacements, var_lags=lags,
                                   max_samples_per_lag=max_samples_per_lag)
     msd = stats.msd
-    fit = kinisi_fit(lag_times_ps=lags * frame_interval_ps, msd_A2=msd[lags],
-                     s_var_A4=stats.s_var, n_obs=n_ions * (n - 1) / lags, seed=seed,
-                     settings=settings)
+    if fit:
+        posterior = kinisi_fit(lag_times_ps=lags * frame_interval_ps, msd_A2=msd[lags],
+                               s_var_A4=stats.s_var, n_obs=n_ions * (n - 1) / lags, seed=seed,
+                               settings=settings)
+        D, ci = posterior.median, posterior.ci95
+    else:  # MSD statistics only (the plateau rule needs no regression)
+        D, ci = float("nan"), [float("nan"), float("nan")]
     time_ps = np.arange(n) * frame_interval_ps
     idx = np.arange(window.start_index, window.end_index + 1)
     end = int(lags[-1])
     sigma = float(np.sqrt(max(stats.s_var[-1], 0.0) / (n_ions * (n - 1) / end)))
     upper = (msd[end] + 2.0 * sigma) / (6.0 * time_ps[end]) * 1e-4  # A^2/ps -> cm^2/s
-    return DEstimate(D_cm2_per_s=fit.median, ci95_cm2_per_s=fit.ci95,
+    return DEstimate(D_cm2_per_s=D, ci95_cm2_per_s=ci,
                      msd_end_of_fit_A2=float(msd[window.end_index]),
                      msd_max_A2=float(msd.max()),
                      loglog_slope=loglog_exponent(time_ps[idx], msd[idx]),
