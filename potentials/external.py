@@ -6,10 +6,16 @@ energy and the global virial. Under MPI each rank owns only its local atoms, so 
 bridge gathers positions (ordered by atom tag) on rank 0, evaluates once there, scatters
 the forces back by tag and broadcasts energy and virial (LAMMPS adds a fix's global
 energy once, after the cross-rank sum of the pair energy, so every rank sets the total).
+
+**These models compute on one rank.** Extra ranks add nothing but gathers; while rank 0
+evaluates they sleep in :func:`sleeping_barrier` instead of spinning in MPI. ``harness
+md`` therefore runs fix-external models on rank 0 alone and gives it all cores
+(``harness/md/layout.py``); ``harness bench`` is the way to use many ranks with them.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -38,6 +44,21 @@ def external_setup(*, fix_it: str = "", neighbor_cutoff_A: float = 2.0) -> Lammp
         route="external",
         fix_it=fix_it,
     )
+
+
+def sleeping_barrier(comm: Any, *, max_sleep_s: float = 0.05) -> None:
+    """A barrier whose waiting ranks sleep instead of spinning.
+
+    MPICH (the ``mpich`` wheel, ch4 device) busy-polls inside blocking calls: a rank
+    waiting in ``MPI_Scatter``/``MPI_Bcast`` while rank 0 evaluates a model burns a whole
+    core that rank 0's torch threads could use. ``MPI_Ibarrier`` + ``MPI_Test`` with a
+    sleep that doubles from 0.1 ms up to ``max_sleep_s`` costs microseconds per poll.
+    """
+    request = comm.Ibarrier()
+    pause = 1e-4
+    while not request.Test():
+        time.sleep(pause)
+        pause = min(max_sleep_s, pause * 2)
 
 
 def lammps_cell(lmp: Any) -> np.ndarray:
@@ -70,6 +91,8 @@ class AseExternalBridge:
         self.fix_id = fix_id
         self.n_calls = 0
         self.last_energy_eV: float | None = None
+        #: longest sleep of a waiting rank between polls (bounds the latency it adds)
+        self.max_sleep_s = 0.002
 
     def attach(self) -> None:
         self.lmp.set_fix_external_callback(self.fix_id, self._callback, self)
@@ -108,6 +131,9 @@ class AseExternalBridge:
             forces_by_tag[all_tags[order]] = forces_sorted
             result = (energy, virial, forces_by_tag)
         if parallel:
+            # the model runs on rank 0 only: the others sleep here rather than spin in
+            # the scatter below (MPICH busy-polls); rank 0 arrives last and passes through
+            sleeping_barrier(self.comm, max_sleep_s=self.max_sleep_s)
             if self.comm.Get_rank() == 0:
                 energy, virial, forces_by_tag = result
                 chunks = [forces_by_tag[g[0]] for g in gathered]

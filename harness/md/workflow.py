@@ -212,6 +212,33 @@ def _tidy_thermo(path: Path, *, last_step: int | None = None) -> None:
         atomic_write_text(path, "".join(kept))
 
 
+def energy_drift(path: Path, *, n_atoms: int, ensemble: str) -> dict[str, Any]:
+    """Drift of the total energy over the production in thermo.csv (least-squares slope of
+    etotal / N against time), in eV/atom/ps. Meaningful for NVE only: a thermostat or a
+    barostat exchanges energy with the system by design, so other ensembles get null."""
+    result: dict[str, Any] = {"eV_per_atom_per_ps": None, "quantity": "etotal (LAMMPS, "
+                              "including fix external energy) / atoms, production",
+                              "ensemble": ensemble}
+    if ensemble != "nve":
+        result["note"] = "not conserved in this ensemble (thermostat/barostat)"
+        return result
+    try:
+        import numpy as np
+
+        table = np.genfromtxt(path, delimiter=",", names=True)
+        t, e = np.atleast_1d(table["time_ps"]), np.atleast_1d(table["etotal_eV"])
+    except (OSError, ValueError) as exc:
+        result["note"] = f"thermo file unreadable ({exc})"
+        return result
+    if len(t) < 3 or not np.all(np.isfinite(e)) or np.ptp(t) <= 0:
+        result["note"] = "fewer than 3 finite thermo rows"
+        return result
+    result["eV_per_atom_per_ps"] = float(np.polyfit(t, e / n_atoms, 1)[0])
+    result["max_deviation_eV_per_atom"] = float(np.max(np.abs(e - e[0])) / n_atoms)
+    result["duration_ps"] = float(np.ptp(t))
+    return result
+
+
 class _RunLock:
     """An exclusive lock on the run directory for the lifetime of the run (rank 0)."""
 
@@ -322,8 +349,16 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
     data_path = run_dir / DATA_FILE
     type_elements = write_lammps_data(atoms, data_path) if rank == 0 else None
     type_elements = world.bcast(type_elements, root=0)
+    # how many ranks LAMMPS spans and how many torch threads each gets: harness/md/layout.py
+    from harness.md.layout import apply_threads, decomposition_ranks, plan_layout, sleeping_barrier
+
+    size_ranks, size_reason = decomposition_ranks(n_atoms=len(atoms), world_ranks=world.Get_size(),
+                                                  family=potential.family)
     setup = potential.lammps_setup(type_elements=type_elements, workdir=run_dir,
-                                   nranks=world.Get_size())
+                                   nranks=size_ranks)
+    layout = plan_layout(world=world, n_atoms=len(atoms), family=potential.family,
+                         route=setup.route, max_ranks=setup.max_ranks, size_ranks=size_ranks,
+                         size_reason=size_reason)
     context = MDTemplateContext(
         ensemble=spec.ensemble,
         data_file=str(data_path),
@@ -388,6 +423,7 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
         "git_sha": git_sha(),
         "host": host_info(),
         "mpi_ranks": world.Get_size(),
+        "parallel_layout": layout.as_dict(),
         "started": (old_manifest or {}).get("started") or now_iso(),
         "finished": None,
         "outputs": {"data": DATA_FILE, "input": INPUT_FILE, "log": LOG_FILE,
@@ -403,14 +439,17 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
 
     # --- LAMMPS, on as many ranks as the potential allows ------------------------------------
     lammps_comm = world
-    if setup.max_ranks is not None and world.Get_size() > setup.max_ranks:
-        color = 0 if rank < setup.max_ranks else MPI.UNDEFINED
+    if layout.lammps_ranks < world.Get_size():
+        color = 0 if rank < layout.lammps_ranks else MPI.UNDEFINED
         lammps_comm = world.Split(color, rank)
         if rank == 0:
             import warnings
 
-            warnings.warn(f"{potential.name} ({setup.route}) runs on at most {setup.max_ranks} "
-                          f"MPI rank(s); the other {world.Get_size() - setup.max_ranks} idle")
+            warnings.warn(f"{potential.name} ({setup.route}): LAMMPS runs on "
+                          f"{layout.lammps_ranks} of {world.Get_size()} MPI ranks with "
+                          f"{layout.torch_threads or 1} thread(s); {layout.reason}")
+    if lammps_comm != MPI.COMM_NULL:
+        apply_threads(layout)
 
     reporter = _Progress(total_steps=total_steps,
                          report=(lambda step: progress(step, total_steps)) if progress else None)
@@ -470,6 +509,7 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
         except BaseException as exc:  # record, then re-raise
             error = exc
     wall_s = time.perf_counter() - started
+    sleeping_barrier(world)  # ranks without LAMMPS waited here, asleep
     failure = world.bcast(failure, root=0)
     failed = world.allreduce(error is not None or failure is not None, op=MPI.LOR)
 
@@ -500,6 +540,8 @@ def _run_locked(spec: MDSpec, *, world: Any, run_dir: Path, potential: Any, atom
                                        "converged": False}
     if rank == 0:
         _tidy_thermo(run_dir / THERMO_FILE)
+        manifest["energy_drift"] = energy_drift(run_dir / THERMO_FILE, n_atoms=len(atoms),
+                                                ensemble=spec.ensemble)
         atomic_write_json(run_dir / MANIFEST, manifest)
     if failure is not None:
         where = f" at step {failure['step']}" if failure.get("step") is not None else ""
