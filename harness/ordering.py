@@ -626,8 +626,10 @@ def order_structure(structure: str | os.PathLike[str] | "Structure", spec: Order
                 f"{spec.max_enumerate}); {spec.n_samples} drawn at random (seed {spec.seed}), "
                 f"{len(candidates)} symmetry-distinct, the {spec.n} lowest in Ewald energy kept")
     if len(candidates) < spec.n:
+        found = ("has" if method == "enumerate" else
+                 f"gave in {spec.n_samples} random draws")
         raise OrderingError(
-            f"n={spec.n} orderings asked but {name} has only {len(candidates)} "
+            f"n={spec.n} orderings asked but {name} {found} only {len(candidates)} "
             f"symmetry-distinct configurations in this supercell ({rule}); ask for n <= "
             f"{len(candidates)}, a larger supercell" + (" or more n_samples"
                                                          if method == "sample" else ""))
