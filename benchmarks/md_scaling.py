@@ -170,6 +170,8 @@ def run_config(model: str, size: int, ranks: int, *, steps: int, warmup: int, re
                  lammps_lines=raw["lammps_lines"], route=raw["route"], pe_eV=raw["pe_eV"],
                  ms_per_step_repeats=ms, ms_per_step=float(np.median(ms)))
     entry["atom_steps_per_s"] = 1000.0 * raw["n_atoms"] / entry["ms_per_step"]
+    # ns/day = (steps per day) x (ns per step) = 86.4e6 ms / ms_per_step x dt_fs 1e-6
+    entry["ns_per_day"] = 86.4 * TIMESTEP_FS / entry["ms_per_step"]
     if raw["tables"]:
         def med(key: str) -> float:
             return float(np.median([1000.0 * t.get(key, 0.0) / steps for t in raw["tables"]]))
