@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -182,7 +183,9 @@ def write_layers(export_file: str | Path, out: str | Path | None = None) -> Path
     last_error: Exception | None = None
     for sliced in (True, False):  # the generic path if the sliced one does not reproduce
         try:
-            container, dtype = _build(export, sliced=sliced)
+            with warnings.catch_warnings():  # torch 2.13: "torch.jit.script is deprecated"
+                warnings.simplefilter("ignore", DeprecationWarning)
+                container, dtype = _build(export, sliced=sliced)
         except RuntimeError as exc:  # TorchScript cannot compile the wrappers
             raise PotentialError(f"cannot split {export_file.name} into layers: "
                                  f"{str(exc).strip().splitlines()[0]}") from exc
@@ -192,7 +195,9 @@ def write_layers(export_file: str | Path, out: str | Path | None = None) -> Path
         container.register_buffer("source_sha256", torch.tensor(list(digest), dtype=torch.uint8))
         container.register_buffer("layers_format", torch.tensor([LAYERS_FORMAT]))
         container.register_buffer("sliced", torch.tensor([sliced]))
-        final = torch.jit.script(container)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            final = torch.jit.script(container)
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".layers-", suffix=".pt")
         os.close(fd)
@@ -200,7 +205,10 @@ def write_layers(export_file: str | Path, out: str | Path | None = None) -> Path
             final.save(tmp)
             os.chmod(tmp, 0o644)
             try:
-                _check_against_whole(export, torch.jit.load(tmp), dtype)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    reloaded = torch.jit.load(tmp)
+                _check_against_whole(export, reloaded, dtype)
             except PotentialError as exc:
                 last_error = exc
                 continue

@@ -400,33 +400,26 @@ void PairMACEPlugin::load_layers()
   }
   std::vector<torch::jit::Module> mods;
   std::vector<int> widths;
+  double lr = 0.0;
+  int ln = 0;
+  std::vector<int64_t> lnum;
+  torch::ScalarType ldtype = dtype;
   try {
     mod.eval();
     for (auto p : mod.parameters()) p.set_requires_grad(false);
-    const double lr = mod.attr("r_max").toTensor().item<double>();
-    const int ln = static_cast<int>(mod.attr("num_interactions").toTensor().item<int64_t>());
+    lr = mod.attr("r_max").toTensor().item<double>();
+    ln = static_cast<int>(mod.attr("num_interactions").toTensor().item<int64_t>());
     auto numbers = mod.attr("atomic_numbers").toTensor().to(torch::kCPU).to(torch::kInt64);
-    std::vector<int64_t> lnum(numbers.data_ptr<int64_t>(),
-                              numbers.data_ptr<int64_t>() + numbers.numel());
-    if (std::fabs(lr - r_max) > 1e-9 || ln != num_interactions || lnum != model_numbers)
-      error->all(FLERR,
-                 "pair_style mace: per-layer file {} (r_max {}, {} layers, {} species) does "
-                 "not belong to {} (r_max {}, {} layers, {} species); re-export it",
-                 layers_file, lr, ln, lnum.size(), model_file, r_max, num_interactions,
-                 model_numbers.size());
+    lnum.assign(numbers.data_ptr<int64_t>(), numbers.data_ptr<int64_t>() + numbers.numel());
     auto w = mod.attr("feature_widths").toTensor().to(torch::kCPU).to(torch::kInt64);
-    for (int64_t k = 0; k < w.numel(); ++k) widths.push_back(static_cast<int>(w[k].item<int64_t>()));
-    if (static_cast<int>(widths.size()) != num_interactions + 1)
-      error->all(FLERR, "pair_style mace: per-layer file {} has malformed feature_widths",
-                 layers_file);
-    for (int l = 0; l < num_interactions; ++l)
-      mods.push_back(mod.attr(fmt::format("layer{}", l)).toModule());
+    for (int64_t k = 0; k < w.numel(); ++k)
+      widths.push_back(static_cast<int>(w[k].item<int64_t>()));
+    for (int l = 0; l < ln; ++l) mods.push_back(mod.attr(fmt::format("layer{}", l)).toModule());
     for (const auto &p : mod.parameters()) {
-      if (p.is_floating_point() && p.scalar_type() != dtype)
-        error->all(FLERR, "pair_style mace: per-layer file {} is {} but the model is {}",
-                   layers_file, std::string(c10::toString(p.scalar_type())),
-                   std::string(c10::toString(dtype)));
-      break;
+      if (p.is_floating_point()) {
+        ldtype = p.scalar_type();
+        break;
+      }
     }
   } catch (const std::exception &exc) {
     error->all(FLERR,
@@ -434,6 +427,21 @@ void PairMACEPlugin::load_layers()
                "`harness export mace`",
                layers_file, utils::split_lines(exc.what())[0]);
   }
+  if (std::fabs(lr - r_max) > 1e-9 || ln != num_interactions || lnum != model_numbers)
+    error->all(FLERR,
+               "pair_style mace: per-layer file {} (r_max {}, {} layers, {} species) does "
+               "not belong to {} (r_max {}, {} layers, {} species); re-export it",
+               layers_file, lr, ln, lnum.size(), model_file, r_max, num_interactions,
+               model_numbers.size());
+  if (static_cast<int>(widths.size()) != num_interactions + 1)
+    error->all(FLERR, "pair_style mace: per-layer file {} has malformed feature_widths",
+               layers_file);
+  if (ldtype != dtype)
+    error->all(FLERR,
+               "pair_style mace: per-layer file {} is {} but the model {} is {}; split the "
+               "same export (harness export mace --split MODEL)",
+               layers_file, std::string(c10::toString(ldtype)), model_file,
+               std::string(c10::toString(dtype)));
   layers_module = mod;
   layer_modules = std::move(mods);
   feature_widths = std::move(widths);
