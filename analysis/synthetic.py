@@ -12,6 +12,11 @@
   like an MD code does it: each step scales the wrapped positions with the cell (barostat)
   and adds the Brownian step; positions are wrapped into the current cell with image
   counts. The diffusion coefficient of the added steps is the answer.
+* :func:`correlated_pairs` - Brownian ions in pairs whose steps are correlated with
+  coefficient rho (partner step = rho x step + sqrt(1 - rho^2) x independent step). Each
+  ion has D; the pair's summed step has variance 2 (1 + rho) per ion's, so
+  MSCD = <|sum dr|^2> / N = (1 + rho) MSD, D_charge = (1 + rho) D and the Haven ratio is
+  H = 1 / (1 + rho): 0.5 for rho = 1 (pairs move together), 2 for rho = -0.5.
 
 Positions are returned as arrays shaped (frames, atoms, 3) in A; times in ps.
 """
@@ -102,6 +107,38 @@ def lattice_hopping(*, n_ions: int = 64, n_frames: int = 2000, frame_interval_ps
     return SyntheticTrajectory(unwrapped=np.concatenate(parts, axis=1), cells=cells,
                                symbols=symbols, frame_interval_ps=frame_interval_ps,
                                D_A2_per_ps=rate_per_neighbour_per_ps * a_A ** 2)
+
+
+def correlated_pairs(*, n_pairs: int = 32, n_frames: int = 4000, frame_interval_ps: float = 0.1,
+                     D_A2_per_ps: float = 0.1, rho: float = 1.0, noise_A: float = 0.1,
+                     box_A: float = 20.0, n_framework: int = 0,
+                     seed: int = 0) -> SyntheticTrajectory:
+    """2 ``n_pairs`` ions; the known Haven ratio is ``haven_ratio(rho)`` = 1 / (1 + rho)."""
+    if not -1.0 < rho <= 1.0:
+        raise ValueError(f"rho must be in (-1, 1], not {rho}")
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(2 * D_A2_per_ps * frame_interval_ps)
+    first = rng.normal(scale=scale, size=(n_frames, n_pairs, 3))
+    own = rng.normal(scale=scale, size=(n_frames, n_pairs, 3))
+    second = rho * first + np.sqrt(1.0 - rho ** 2) * own
+    steps = np.concatenate([first, second], axis=1)
+    steps[0] = 0.0
+    n_ions = 2 * n_pairs
+    centres = rng.uniform(0, box_A, size=(1, n_ions, 3)) + np.cumsum(steps, axis=0)
+    parts = [centres + rng.normal(scale=noise_A, size=centres.shape)]
+    symbols = ["Li"] * n_ions
+    if n_framework:
+        parts.append(_framework(n_framework, box_A, rng, n_frames, 0.1))
+        symbols += ["S"] * n_framework
+    cells = np.broadcast_to(np.eye(3) * box_A, (n_frames, 3, 3)).copy()
+    return SyntheticTrajectory(unwrapped=np.concatenate(parts, axis=1), cells=cells,
+                               symbols=symbols, frame_interval_ps=frame_interval_ps,
+                               D_A2_per_ps=D_A2_per_ps)
+
+
+def haven_ratio(rho: float) -> float:
+    """Haven ratio D_tracer / D_charge of :func:`correlated_pairs`."""
+    return 1.0 / (1.0 + rho)
 
 
 def npt_brownian(*, n_ions: int = 48, n_frames: int = 2000, frame_interval_ps: float = 0.1,

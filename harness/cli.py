@@ -208,7 +208,8 @@ def _print_md_summary(result) -> None:
     timing = result.manifest.get("timing", {})
     ms = timing.get("ms_per_step")
     Console().print(
-        f"[green]done[/] {result.n_atoms} atoms, {result.manifest['spec']['steps']} production "
+        f"[green]done[/] {result.n_atoms} atoms, "
+        f"{result.manifest.get('production_steps_run', result.manifest['spec']['steps'])} production "
         f"steps in {result.wall_s:.1f} s"
         + (f" ({ms:.1f} ms/step)" if ms else "")
         + f"\nrun directory: {result.run_dir}", highlight=False)

@@ -57,24 +57,55 @@ def test_md_run_directory_contract(tmp_path, li2s_poscar):
     steps, _ = read_dump_frames(run / "traj.lammpstrj")
     assert steps == [10, 20, 30, 40, 50]
     thermo = np.genfromtxt(run / "thermo.csv", delimiter=",", names=True)
-    assert list(thermo["step"]) == [15, 20, 25, 30, 35, 40, 45, 50]  # no duplicates
+    # the production's initial state (step 10) first, then every 5 steps, no duplicates
+    assert list(thermo["step"]) == [10, 15, 20, 25, 30, 35, 40, 45, 50]
     assert np.all(np.isfinite(thermo["pe_eV"])) and np.all(thermo["temperature_K"] > 0)
     assert "velocity        all create 300.0 11" in (run / "in.lammps").read_text()
     assert calls and calls[-1][0] == 50 and calls[-1][1] == 50
     assert manifest["timing"]["ms_per_step"] > 0
 
 
+def test_run_directory_files_get_the_umask_mode(tmp_path, li2s_poscar):
+    """No output is private (mkstemp's 0600): group members of a shared cluster read them."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        run = run_md(spec_for(li2s_poscar, tmp_path / "run")).run_dir
+    finally:
+        os.umask(old)
+    files = [p for p in run.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert {"structure.data", "manifest.json", "thermo.csv", "in.lammps"} <= {p.name for p in files}
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert all(mode == 0o644 for mode in modes.values()), modes
+
+
 @pytest.mark.parametrize("ensemble", ["nvt_berendsen", "nvt_langevin", "npt_iso", "npt_aniso",
                                       "npt_berendsen", "nve"])
 def test_every_ensemble_runs(tmp_path, li2s_poscar, ensemble):
+    """Each ensemble's fixes carry the requested targets and act on the box as they should
+    (the statistics they produce are checked in tests/test_physics_truth.py)."""
     result = run_md(spec_for(li2s_poscar, tmp_path / ensemble, ensemble=ensemble,
-                             minimize=ensemble == "npt_iso"))
+                             minimize=ensemble == "npt_iso", pressure_bar=250.0))
     thermo = np.genfromtxt(result.run_dir / "thermo.csv", delimiter=",", names=True)
-    assert np.all(np.isfinite(thermo["etotal_eV"]))
+    text = (result.run_dir / "in.lammps").read_text()
+    fixes = [line.split() for line in text.splitlines() if line.startswith("fix ")
+             and line.split()[1].startswith("harness_") and line.split()[3] in
+             ("nvt", "npt", "langevin", "temp/berendsen", "press/berendsen")]
+    if ensemble != "nve":
+        # every thermostat targets 300 K from start to end (tdamp 0.1 ps)
+        assert fixes and all("300.0" in f for f in fixes if f[3] != "press/berendsen")
     if ensemble.startswith("npt"):
+        assert any(f.count("250.0") == 2 for f in fixes)  # start and end pressure
         assert np.ptp(thermo["volume_A3"]) > 0  # the box breathes
     else:
         assert np.ptp(thermo["volume_A3"]) == 0
+    drift = result.manifest["energy_drift"]
+    assert (drift["eV_per_atom_per_ps"] is not None) == (ensemble == "nve")
+    if ensemble == "nve":  # 40 steps of 1 fs at 300 K: etotal constant to 1e-4 eV/atom
+        assert np.ptp(thermo["etotal_eV"]) / 96 < 1e-4
+        assert np.ptp(thermo["ke_eV"]) / 96 > 1e-3  # while energy moves between KE and PE
 
 
 def test_external_route_reproduces_native_trajectory(tmp_path, li2s_poscar):

@@ -50,9 +50,10 @@ def test_physics_in_rendered_input():
     assert "velocity        all create 1000.0 4242 mom yes rot no dist gaussian" in text
     assert "fix             harness_integrate all nvt temp 1000.0 1000.0 0.1" in text
     assert "id type x y z ix iy iz" in text
-    # equilibration (500) runs before the dump is defined; production in restart chunks
+    # equilibration (500) runs before the dump is defined; a `run 0` makes the production's
+    # initial state current for its thermo line; production in restart chunks
     runs = [int(line.split()[1]) for line in text.splitlines() if line.startswith("run ")]
-    assert runs == [500, 500, 1000, 1000]
+    assert runs == [500, 0, 500, 1000, 1000]
     assert text.index("run             500") < text.index("dump            harness_traj")
     assert text.count("write_restart   /run/restart.tmp") == 4
     assert "#@harness checkpoint 3000 production" in text
@@ -71,7 +72,7 @@ def test_unwrapped_dump_and_no_equilibration():
     chunks = plan_chunks(equilibration_steps=0, production_steps=300, restart_every=1000)
     text = render("md.lammps.j2", context(dump_coordinates="unwrapped", chunks=chunks))
     assert "id type xu yu zu" in text
-    assert text.count("\nrun ") == 1
+    assert text.count("\nrun ") == 2  # run 0 (initial thermo line) and the production
 
 
 def test_continuation_input():

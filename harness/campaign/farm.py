@@ -193,6 +193,9 @@ def prepare_campaign_dir(spec: CampaignSpec, tasks: list[Task], campaign_dir: Pa
             conflicts.append(task.task_id)
         elif result is not None and result.get("task", {}).get("analysis") != task.analysis:
             conflicts.append(task.task_id)
+        elif result is not None and task.kind != "md" and \
+                result.get("task", {}).get("extra") != task.extra:  # static job settings
+            conflicts.append(task.task_id)
     if conflicts:
         listed = ", ".join(conflicts[:5]) + (f" (+{len(conflicts) - 5} more)"
                                               if len(conflicts) > 5 else "")
@@ -286,6 +289,10 @@ def run_task(task: Task, *, campaign_dir: Path, comm: Any, fresh: bool = False,
 
     from harness.md.workflow import MDFailure, RunDirectoryError, run_md
 
+    if task.kind != "md":  # parity, elastic, formation, neb, phonons
+        from harness.campaign.statics_tasks import run_statics_task
+
+        return run_statics_task(task, campaign_dir=campaign_dir, comm=comm, fresh=fresh, gpu=gpu)
     leader = comm.Get_rank() == 0
     run_dir = task_dir(campaign_dir, task.task_id)
     if fresh:

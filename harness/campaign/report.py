@@ -167,7 +167,8 @@ def results_frame(campaign_dir: str | Path):
     campaign_dir = Path(campaign_dir)
     spec, tasks = load_campaign_dir(campaign_dir)
     rows = [task_row(t, _read_json(campaign_dir / TASKS_DIR / t["task_id"] / RESULT_FILE),
-                     campaign=spec.name, preset=spec.preset) for t in tasks]
+                     campaign=spec.name, preset=spec.preset) for t in tasks
+            if t.get("kind", "md") == "md"]  # static tasks: statics_tasks.statics_frame
     return pd.DataFrame(rows)
 
 
@@ -545,6 +546,10 @@ def potential_metrics(summary, per_T, results, *, D_ref, Ea_ref, rdf_ref, campai
 def assemble(campaign_dir: str | Path, *, experimental_csv: str | None = None) -> dict[str, Path]:
     """Write results.parquet, per_temperature.csv, summary.csv, metrics.csv/json."""
     campaign_dir = Path(campaign_dir)
+    from harness.campaign import statics_tasks
+
+    if not statics_tasks.has_md_tasks(campaign_dir):  # a statics-only campaign
+        return statics_tasks.assemble_statics(campaign_dir)
     tables = build_tables(campaign_dir, experimental_csv=experimental_csv)
     out = {"results": _atomic_parquet(tables["results"], campaign_dir / "results.parquet"),
            "per_temperature": _atomic_csv(tables["per_T"], campaign_dir / "per_temperature.csv"),
@@ -780,7 +785,12 @@ def write_report(campaign_dir: str | Path, *, experimental_csv: str | None = Non
     import html
 
     campaign_dir = Path(campaign_dir)
+    from harness.campaign import statics_tasks
+
+    if not statics_tasks.has_md_tasks(campaign_dir):  # a statics-only campaign
+        return statics_tasks.write_statics_report(campaign_dir)
     paths = assemble(campaign_dir, experimental_csv=experimental_csv)
+    paths.update(statics_tasks.assemble_statics(campaign_dir))
     t = build_tables(campaign_dir, experimental_csv=experimental_csv)
     spec, results, per_T, summary, metrics = (t["spec"], t["results"], t["per_T"],
                                               t["summary"], t["metrics"])
@@ -854,6 +864,10 @@ def write_report(campaign_dir: str | Path, *, experimental_csv: str | None = Non
             continue
         md.append(f"## {title}\n")
         md.append(markdown_table(df, cols))
+    statics_md, statics_html, statics_figures = \
+        statics_tasks.statics_markdown_and_html(campaign_dir, out)
+    md += statics_md
+    figures += statics_figures
     md.append("## Figures\n")
     for title, p in figures:
         md.append(f"### {title}\n\n![{title}]({p.name})\n")
@@ -864,6 +878,7 @@ def write_report(campaign_dir: str | Path, *, experimental_csv: str | None = Non
     for title, df, cols in sections:
         body.append(f"<h2>{html.escape(title)}</h2>")
         body.append(_html_table(df, cols))
+    body += statics_html
     body.append("<h2>Figures</h2>")
     for title, p in figures:
         body.append(f"<h3>{html.escape(title)}</h3><img src='{html.escape(p.name)}' "

@@ -255,14 +255,17 @@ class CampaignSpec(BaseModel):
     analysis: dict[str, Any] = Field(default_factory=dict)
     references: ReferenceSettings = Field(default_factory=ReferenceSettings)
     farm: FarmSettings = Field(default_factory=FarmSettings)
+    statics: list[dict[str, Any]] = Field(default_factory=list, description="static-property "
+                                          "task groups (harness/campaign/statics_tasks.py)")
     out: str | None = Field(None, description="campaign directory (default campaigns/<name>)")
     convergence_policy: dict[str, Any] | None = Field(
         None, description="run every task until D converges (harness/campaign/policy.py)")
 
     @model_validator(mode="after")
     def _something_to_run(self) -> "CampaignSpec":
-        if not self.structures and self.benchmark_set is None:
-            raise ValueError("name at least one structure (structures:) or a benchmark_set")
+        if not self.structures and self.benchmark_set is None and not self.statics:
+            raise ValueError("name at least one structure (structures:), a benchmark_set "
+                             "or a statics: group")
         return self
 
 
@@ -285,6 +288,7 @@ class Task:
     md: dict[str, Any]
     analysis: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "md"  # or a static kind (harness/campaign/statics_tasks.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -385,6 +389,10 @@ def resolve_paths(spec: CampaignSpec, *, base: Path) -> CampaignSpec:
             entry["name"] = f"{name}:{_resolve(file_part, base)}"
         potentials.append(entry)
     data["potentials"] = potentials
+    if data.get("statics"):
+        from harness.campaign.statics_tasks import resolve_statics_paths
+
+        data["statics"] = resolve_statics_paths(data["statics"], base)
     if data.get("out"):
         out = Path(data["out"]).expanduser()
         data["out"] = str(out if out.is_absolute() else base / out)
@@ -540,6 +548,10 @@ def expand_tasks(spec: CampaignSpec, *, campaign_dir: str | Path) -> list[Task]:
         from harness.campaign.policy import apply_policy
 
         tasks = apply_policy(tasks, spec.convergence_policy)
+    if spec.statics:
+        from harness.campaign.statics_tasks import expand_statics_tasks
+
+        tasks += expand_statics_tasks(spec, campaign_dir=campaign_dir)
     seen: dict[str, Task] = {}
     for task in tasks:
         if task.task_id in seen:
