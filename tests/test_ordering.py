@@ -282,3 +282,21 @@ def test_campaign_orderings_become_replicas(tmp_path):
     assert len({t.seed for t in lpsc}) == 4  # independent velocities per replica
     li3n = [t for t in tasks if t.structure == "Li3N"]
     assert len(li3n) == 2 and all(t.md["ordering"] is None for t in li3n)
+
+
+def test_rank_by_a_potential_relaxes_and_reranks():
+    """--rank-by: fixed-cell relaxation through the harness' LAMMPS calculator (lj-test,
+    cheap); the order follows the relaxed energies, each below its unrelaxed energy from the
+    potential's own ASE calculator."""
+    from potentials.registry import get_potential
+
+    result = order_structure("Li6PS5Cl-disordered", OrderingSpec(n=3, n_samples=20, seed=5,
+                                                                 rank_by="lj-test"))
+    relaxed = [c.relaxed_energy_eV for c in result.candidates]
+    assert relaxed == sorted(relaxed) and [c.rank for c in result.candidates] == [0, 1, 2]
+    calc = get_potential("lj-test").ase_calculator()
+    for cand in result.candidates:
+        atoms = cand.atoms.copy()
+        atoms.calc = calc
+        assert cand.relaxed_energy_eV < atoms.get_potential_energy() - 1e-3
+        assert cand.relax_steps > 0
