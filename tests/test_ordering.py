@@ -46,6 +46,7 @@ def _brute_force_classes(path, matrix, *, labels):
     parent.make_supercell(matrix)
     sets = [[i for i, s in enumerate(parent) if s.properties["cif_label"] == lab]
             for lab in labels]
+    parent.remove_site_property("cif_label")
     options = [list(itertools.combinations(idx, len(idx) // 2)) for idx in sets]
     structures = []
     for combo in itertools.product(*options):
@@ -54,7 +55,6 @@ def _brute_force_classes(path, matrix, *, labels):
             a, b = sorted(el.symbol for el in parent[idx[0]].species)
             for i in idx:
                 s.replace(i, a if i in chosen else b)
-        s.remove_site_property("cif_label")
         structures.append(s)
     matcher = StructureMatcher(primitive_cell=False, scale=False, attempt_supercell=False)
     return len(structures), len(matcher.group_structures(structures)), matcher
