@@ -14,6 +14,9 @@ estimates:
   (non-diffusing) case, where the upper bound must hold the true D = 0 trivially.
 
     python benchmarks/ci_coverage.py --seeds 100 --out benchmarks/results/ci_coverage.json
+    # or split over processes and merge:
+    python benchmarks/ci_coverage.py --seed-start 0 --seeds 25 --raw-out part0.json  # ...
+    python benchmarks/ci_coverage.py --merge part*.json --out benchmarks/results/ci_coverage.json
 
 Runs on one core (OMP_NUM_THREADS=1); about 0.3 s CPU per kinisi estimate (6 per seed).
 """
@@ -84,33 +87,60 @@ def summarise(rows: list[dict], truth: float) -> dict:
             "rel_half_width_mean": float(np.mean([r["rel"] for r in rows]))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ci_coverage.json"))
-    parser.add_argument("--n-ions", type=int, default=32)
-    args = parser.parse_args()
+D_FAST = 0.5  # A^2/ps = 5e-5 cm^2/s; the 20 A^2 gate is passed at the fit-window end from 13 ps
+DT = 0.1
+CASES = {
+    # reaches the gate at the fit-window end by max_ps (6 D 50 ps = 25 A^2 + vibration)
+    "slow_diffusive_D0.083": dict(D=0.25 / 3, noise=0.5),
+    # caged: vibration only
+    "caged_D0": dict(D=0.0, noise=0.5),
+}
 
-    from analysis.incremental import CHECK_KINISI
-    from analysis.synthetic import brownian
+
+def policies():
     from harness.md.spec import ConvergenceSpec
 
-    started = time.perf_counter()
-    dt = 0.1
-    # -- diffusive case: coverage at fixed lengths and at the stop ---------------------
-    D_fast = 0.5  # A^2/ps = 5e-5 cm^2/s; the 20 A^2 gate is passed at the fit-window end
-    # from 13 ps of run on
     conv = ConvergenceSpec(target_rel_ci95=0.2, min_msd_A2=20.0, check_every_ps=5.0,
                            min_ps=5.0, max_ps=30.0)
+    slow = ConvergenceSpec(min_msd_A2=20.0, check_every_ps=10.0, min_ps=10.0, max_ps=100.0)
+    return conv, slow
+
+
+def raw_runs(seeds, *, n_ions: int) -> dict:
+    """Per-seed check estimates (the expensive part; seeds can be split over processes)."""
+    from analysis.incremental import CHECK_KINISI
+    from analysis.synthetic import brownian
+
+    conv, slow = policies()
     times = np.arange(conv.check_every_ps, conv.max_ps + 1e-9, conv.check_every_ps)
-    per_seed = []
-    for seed in range(args.seeds):
-        traj = brownian(n_ions=args.n_ions, n_frames=int(round(conv.max_ps / dt)) + 1,
-                        frame_interval_ps=dt, D_A2_per_ps=D_fast, noise_A=0.3, seed=1000 + seed)
-        per_seed.append(check_estimates(traj, frame_interval_ps=dt, times_ps=times, conv=conv,
-                                        settings=CHECK_KINISI, mobile_n=args.n_ions,
-                                        analysed_at_max_ps=conv.max_ps))
-    truth = D_fast * 1e-4
+    per_seed = {}
+    for seed in seeds:
+        traj = brownian(n_ions=n_ions, n_frames=int(round(conv.max_ps / DT)) + 1,
+                        frame_interval_ps=DT, D_A2_per_ps=D_FAST, noise_A=0.3, seed=1000 + seed)
+        per_seed[str(seed)] = check_estimates(traj, frame_interval_ps=DT, times_ps=times,
+                                              conv=conv, settings=CHECK_KINISI,
+                                              mobile_n=n_ions, analysed_at_max_ps=conv.max_ps)
+    nd = {name: {} for name in CASES}
+    for name, case in CASES.items():
+        for seed in seeds:
+            traj = brownian(n_ions=n_ions, n_frames=int(round(20.0 / DT)) + 1,
+                            frame_interval_ps=DT, D_A2_per_ps=case["D"], noise_A=case["noise"],
+                            seed=5000 + seed)
+            checks = check_estimates(traj, frame_interval_ps=DT, times_ps=[10.0, 20.0],
+                                     conv=slow, settings=CHECK_KINISI, mobile_n=n_ions,
+                                     analysed_at_max_ps=slow.max_ps, fit=False)
+            nd[name][str(seed)] = bool(all(c["plateau"] for c in checks))
+    return {"per_seed": per_seed, "non_diffusive": nd, "n_ions": n_ions}
+
+
+def summarise_all(raw: dict) -> dict:
+    from analysis.incremental import CHECK_KINISI
+
+    conv, slow = policies()
+    per_seed = [raw["per_seed"][k] for k in sorted(raw["per_seed"], key=int)]
+    n = len(per_seed)
+    times = [c["production_ps"] for c in per_seed[0]]
+    truth = D_FAST * 1e-4
     fixed = {f"{t:g}": summarise([checks[i] for checks in per_seed], truth)
              for i, t in enumerate(times)}
     rules = {}
@@ -126,55 +156,65 @@ def main() -> None:
             "at_stop_all": summarise(stops, truth),
             "at_stop_converged": summarise(converged, truth) if len(converged) > 1 else None,
         }
-    # -- non_diffusive rule ------------------------------------------------------------
-    slow_conv = ConvergenceSpec(min_msd_A2=20.0, check_every_ps=10.0, min_ps=10.0,
-                                max_ps=100.0)
-    slow_times = [10.0, 20.0]
-    cases = {
-        # reaches the gate at the fit-window end by max_ps (6 D 50 ps = 25 A^2 + vibration)
-        "slow_diffusive_D0.083": dict(D=0.25 / 3, noise=0.5),
-        # caged: vibration only
-        "caged_D0": dict(D=0.0, noise=0.5),
-    }
     nd = {}
-    for name, case in cases.items():
-        verdicts = []
-        for seed in range(args.seeds):
-            traj = brownian(n_ions=args.n_ions, n_frames=int(round(20.0 / dt)) + 1,
-                            frame_interval_ps=dt, D_A2_per_ps=case["D"], noise_A=case["noise"],
-                            seed=5000 + seed)
-            checks = check_estimates(traj, frame_interval_ps=dt, times_ps=slow_times,
-                                     conv=slow_conv, settings=CHECK_KINISI, mobile_n=args.n_ions,
-                                     analysed_at_max_ps=slow_conv.max_ps, fit=False)
-            verdicts.append(all(c["plateau"] for c in checks))
+    for name, case in CASES.items():
+        verdicts = list(raw["non_diffusive"][name].values())
         k = int(sum(verdicts))
-        nd[name] = {"n": args.seeds, "non_diffusive": k, "rate": k / args.seeds,
-                    "rate_wilson95": binomial_interval(k, args.seeds),
+        nd[name] = {"n": len(verdicts), "non_diffusive": k, "rate": k / len(verdicts),
+                    "rate_wilson95": binomial_interval(k, len(verdicts)),
                     "D_A2_per_ps": case["D"], "vibration_rms_A": case["noise"]}
-    result = {
+    return {
         "what": "coverage of kinisi 95% intervals (check settings) and stop-rule bias on "
                 "Brownian ions with known D",
-        "system": {"n_ions": args.n_ions, "frame_interval_ps": dt, "D_true_A2_per_ps": D_fast,
-                   "vibration_rms_A": 0.3, "seeds": args.seeds},
+        "system": {"n_ions": raw["n_ions"], "frame_interval_ps": DT,
+                   "D_true_A2_per_ps": D_FAST, "vibration_rms_A": 0.3, "seeds": n},
         "kinisi_settings": CHECK_KINISI.as_dict(),
         "policy": conv.model_dump(mode="json"),
         "fixed_length": fixed,
         "stop_rule": rules,
-        "non_diffusive_rule": {"policy": slow_conv.model_dump(mode="json"),
-                               "checks_ps": slow_times, "cases": nd},
-        "wall_s": round(time.perf_counter() - started, 1),
+        "non_diffusive_rule": {"policy": slow.model_dump(mode="json"), "checks_ps": [10, 20],
+                               "cases": nd},
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--seed-start", type=int, default=0)
+    parser.add_argument("--n-ions", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ci_coverage.json"))
+    parser.add_argument("--raw-out", type=Path, default=None,
+                        help="write the per-seed estimates only (for --merge)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=None,
+                        help="combine --raw-out files of seed ranges into --out")
+    args = parser.parse_args()
     from analysis.output import write_json
 
+    started = time.perf_counter()
+    if args.merge:
+        raw = {"per_seed": {}, "non_diffusive": {name: {} for name in CASES}, "n_ions": None}
+        for path in args.merge:
+            part = json.loads(path.read_text())
+            raw["per_seed"].update(part["per_seed"])
+            for name in CASES:
+                raw["non_diffusive"][name].update(part["non_diffusive"][name])
+            raw["n_ions"] = part["n_ions"]
+    else:
+        raw = raw_runs(range(args.seed_start, args.seed_start + args.seeds), n_ions=args.n_ions)
+        if args.raw_out is not None:
+            write_json(args.raw_out, {**raw, "wall_s": round(time.perf_counter() - started, 1)})
+            return
+    result = summarise_all(raw)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)
+    fixed, rules, nd = result["fixed_length"], result["stop_rule"], \
+        result["non_diffusive_rule"]["cases"]
     print(json.dumps({"fixed_length": {k: (v["coverage"], round(v["bias_mean"], 4))
                                        for k, v in fixed.items()},
                       "stop_rule": {k: (v["stop_reasons"], v["at_stop_all"]["coverage"],
                                         round(v["at_stop_all"]["bias_mean"], 4),
                                         v["stop_ps_mean"]) for k, v in rules.items()},
-                      "non_diffusive": {k: v["rate"] for k, v in nd.items()},
-                      "wall_s": result["wall_s"]}, indent=1))
+                      "non_diffusive": {k: v["rate"] for k, v in nd.items()}}, indent=1))
 
 
 if __name__ == "__main__":
