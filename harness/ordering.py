@@ -46,7 +46,7 @@ derivative supercells up to a size, not the configurations of one fixed supercel
 its SQS generator targets correlation functions, not ranked distinct orderings; pymatgen's
 OrderDisorderedStructureTransformation ranks by Ewald energy but neither reduces by
 symmetry nor knows split-site exclusion. The fixed-supercell enumeration with symmetry
-reduction above is ~100 lines of numpy on top of spglib and pymatgen, which the harness
+reduction above is ~150 lines of numpy on top of spglib and pymatgen, which the harness
 already depends on.
 """
 

@@ -230,7 +230,8 @@ def test_campaign_pools_orderings_obelix_joc(tmp_path):
         "name": "ordering-test", "potentials": ["lj-test"], "temperatures_K": [300],
         "md": {"steps": 40, "dump_every": 2, "thermo_every": 10, "restart_every": 40,
                "timestep_fs": 1.0},
-        "analysis": {"compute_distinct": False},
+        "analysis": {"compute_distinct": False, "kinisi_n_samples": 100,
+                     "kinisi_n_walkers": 8, "kinisi_n_burn": 50},
         "structures": [
             {"name": "joc", "file": str(JOC), "reference_id": "joc",
              "md": {"ordering": {"n": 1, "supercell_matrix": [2, 2, 2],
