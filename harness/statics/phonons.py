@@ -328,7 +328,7 @@ def parity(mine: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def thermal(ph: Any, *, mesh: list[int], temperature_K: float) -> dict[str, Any]:
-    ph.run_mesh(mesh, with_eigenvectors=False, is_mesh_symmetry=True)
+    ph.run_mesh(mesh, with_eigenvectors=False, is_mesh_symmetry=True, is_gamma_center=True)
     ph.run_thermal_properties(temperatures=[temperature_K])
     tp = ph.get_thermal_properties_dict()
     n_prim = len(ph.primitive)
@@ -351,6 +351,14 @@ class PhononResult:
 
 
 def run_phonons(spec: PhononSpec, *, force: bool = False, comm: Any = None) -> PhononResult:
+    """fc2 (+ fc3), bands/DOS, Cv and reference parity; writes the output folder."""
+    with warnings.catch_warnings():
+        # phonopy 4 announces its 'auto' primitive default on every construction: noise here
+        warnings.filterwarnings("ignore", message="primitive_matrix defaulted")
+        return _run_phonons(spec, force=force, comm=comm)
+
+
+def _run_phonons(spec: PhononSpec, *, force: bool, comm: Any) -> PhononResult:
     import phonopy
 
     from harness.md.rundir import now_iso
