@@ -260,7 +260,7 @@ def test_parallel_needs_a_matching_layers_file(mace_plugin, data_file, tmp_path)
         coeff = f"pair_coeff * * {TINY_MODEL_FILE} {' '.join(elements)}"
         for style, message in [
                 ("parallel", "pair_style mace parallel needs the per-layer file"),
-                (f"parallel layers {f32}", "is float32 but the model .* is float64"),
+                (f"parallel layers {f32}", "is Float but the model .* is Double"),
                 (f"parallel layers {junk}", "cannot load the per-layer file")]:
             lmp.command(f"pair_style mace {style}")
             lmp.command(coeff)
