@@ -759,7 +759,8 @@ def elastic(
             f"{s['formula']}: K_VRH {s['K_VRH_GPa']:.1f} GPa (EOS {s['K_EOS_GPa']:.1f}), "
             f"G_VRH {s['G_VRH_GPa']:.1f} GPa, E {s['E_GPa']:.1f} GPa, {stable}; max fit "
             f"residual {s['max_fit_residual_GPa']:.3f} GPa; {s['wall_s']:.1f} s\n"
-            f"output: {s['out']}", highlight=False, soft_wrap=True)
+            + "".join(f"[yellow]flag:[/] {flag}\n" for flag in s["flags"])
+            + f"output: {s['out']}", highlight=False, soft_wrap=True)
 
 
 @app.command()

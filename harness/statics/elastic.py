@@ -148,6 +148,38 @@ def _bm_params(eos: Any) -> tuple[float, ...]:
     return e0, b0, v0, float(bp), 0.0
 
 
+#: thresholds of :func:`consistency_flags`
+K_MISMATCH_FRACTION = 0.05
+V0_MISMATCH_FRACTION = 0.005
+RESIDUAL_FRACTION = 0.01
+ASYMMETRY_FRACTION = 0.05
+
+
+def consistency_flags(*, c: np.ndarray, c_raw: np.ndarray, residual: np.ndarray,
+                      moduli: dict[str, float], eos: dict[str, float],
+                      volume_A3: float) -> list[str]:
+    """Warnings that a number is less certain than its digits suggest (empty: none)."""
+    flags = []
+    scale = float(np.abs(c).max())
+    k, k_eos = moduli["K_VRH_GPa"], eos["K_EOS_GPa"]
+    if not np.isfinite(k_eos) or abs(k - k_eos) > K_MISMATCH_FRACTION * abs(k):
+        flags.append(f"K_VRH {k:.1f} and K_EOS {k_eos:.1f} GPa differ by more than "
+                     f"{K_MISMATCH_FRACTION:.0%}: the stress is not the strain derivative of "
+                     "the energy to this accuracy, or E(V) is not Birch-Murnaghan over the range")
+    if abs(eos["V0_A3"] / volume_A3 - 1) > V0_MISMATCH_FRACTION:
+        flags.append(f"EOS V0 {eos['V0_A3']:.3f} A^3 differs from the relaxed (zero-stress) "
+                     f"volume {volume_A3:.3f} A^3 by more than {V0_MISMATCH_FRACTION:.1%}")
+    if residual.max() > RESIDUAL_FRACTION * scale:
+        flags.append(f"stress-strain fit residual {residual.max():.3f} GPa exceeds "
+                     f"{RESIDUAL_FRACTION:.0%} of max |C| ({scale:.1f} GPa): nonlinear or noisy")
+    if np.abs(c_raw - c_raw.T).max() > ASYMMETRY_FRACTION * scale:
+        flags.append(f"C was asymmetric by {np.abs(c_raw - c_raw.T).max():.2f} GPa (> "
+                     f"{ASYMMETRY_FRACTION:.0%} of max |C|) before symmetrization")
+    if not np.all(np.linalg.eigvalsh(c) > 0):
+        flags.append("mechanically unstable: C has a non-positive eigenvalue")
+    return flags
+
+
 # --- the workflow -----------------------------------------------------------------------------
 def _stress_GPa(atoms: Any, calc: Any) -> np.ndarray:
     atoms.calc = calc
@@ -254,9 +286,11 @@ def run_elastic(spec: ElasticSpec, *, force: bool = False) -> dict[str, Any]:
     moduli = vrh_moduli(c)
     eos = birch_murnaghan(np.array([r["volume_A3"] for r in eos_rows]),
                           np.array([r["energy_eV"] for r in eos_rows]))
+    flags = consistency_flags(c=c, c_raw=c_raw, residual=residual, moduli=moduli, eos=eos,
+                              volume_A3=float(ref.get_volume()))
     summary = {
         "potential": spec.potential, "route": provenance["route"],
-        "formula": ref.get_chemical_formula(), "n_atoms": n_atoms,
+        "formula": ref.get_chemical_formula(), "n_atoms": n_atoms, "flags": flags,
         "C_voigt_GPa": c.tolist(), **moduli,
         "a_A": ref.cell.lengths().tolist(), "angles_deg": ref.cell.angles().tolist(),
         "volume_A3": float(ref.get_volume()),

