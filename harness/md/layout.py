@@ -5,7 +5,8 @@ Rule (also in the README, section *MPI ranks, threads and the layout rule*):
 1. **Domain decomposition** (LAMMPS on all N ranks) when the potential computes on every
    rank (native pair styles, e3gnn/parallel, pair_style mace's parallel mode) *and* each
    rank would own at least ``min_atoms_per_rank`` atoms (per family below; override with
-   ``IONTRANSPORT_MIN_ATOMS_PER_RANK``, 0 = always decompose).
+   ``IONTRANSPORT_MIN_ATOMS_PER_RANK``; 0 = always decompose, fix-external models too,
+   which is only useful to test the bridge's gather/scatter).
 2. Otherwise **one computing rank**: LAMMPS runs on rank 0 with the whole cell and the
    other ranks' cores become rank 0's torch threads; the idle ranks sleep in a polling
    ``MPI_Ibarrier`` (no busy-wait) until it finishes. This covers cells too small to split
@@ -95,7 +96,8 @@ def plan_layout(*, world: Any, n_atoms: int, family: str, route: str,
 
     nranks = world.Get_size()
     lammps_ranks, reason = size_ranks, size_reason
-    if route == "external" and lammps_ranks > 1:
+    forced = os.environ.get(ENV_MIN_ATOMS, "").strip() == "0"
+    if route == "external" and lammps_ranks > 1 and not forced:
         lammps_ranks, reason = 1, ("fix external model: it evaluates on rank 0 whatever LAMMPS "
                                    "does, so LAMMPS runs on rank 0 with all cores and the "
                                    "other ranks sleep")

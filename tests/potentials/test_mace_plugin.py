@@ -25,6 +25,7 @@ under test. Everything else is written under tmp_path.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -331,10 +332,16 @@ def test_md_two_ranks_match_serial(mace_plugin, tmp_path):
         cmd = [sys.executable, "-m", "harness.cli", *args, "--out", str(out)]
         if ranks > 1:
             cmd = [str(MPIRUN), "-n", str(ranks), *cmd]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        # split even this 44-atom cell (harness/md/layout.py folds small cells otherwise)
+        env = {**os.environ, "IONTRANSPORT_MIN_ATOMS_PER_RANK": "0"}
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                                env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["lammps"]["ranks"] == ranks and manifest["potential"]["route"] == "native"
+        # several ranks: the plugin's parallel mode (test_mace_parallel.py), recorded
+        assert manifest["potential"]["extra"]["pair_mace_mode"]["mode"] == (
+            "parallel" if ranks > 1 else "no_domain_decomposition")
         thermo[ranks] = np.genfromtxt(out / "thermo.csv", delimiter=",", names=True)
     np.testing.assert_allclose(thermo[2]["pe_eV"], thermo[1]["pe_eV"], rtol=0, atol=1e-8)
     np.testing.assert_allclose(thermo[2]["temperature_K"], thermo[1]["temperature_K"], rtol=1e-8)
