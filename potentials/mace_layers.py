@@ -186,18 +186,18 @@ def write_layers(export_file: str | Path, out: str | Path | None = None) -> Path
             with warnings.catch_warnings():  # torch 2.13: "torch.jit.script is deprecated"
                 warnings.simplefilter("ignore", DeprecationWarning)
                 container, dtype = _build(export, sliced=sliced)
-        except RuntimeError as exc:  # TorchScript cannot compile the wrappers
+                widths = _feature_widths(container, export, dtype)
+                container.register_buffer("feature_widths",
+                                          torch.tensor(widths, dtype=torch.long))
+                digest = bytes.fromhex(sha256_file(export_file))
+                container.register_buffer("source_sha256",
+                                          torch.tensor(list(digest), dtype=torch.uint8))
+                container.register_buffer("layers_format", torch.tensor([LAYERS_FORMAT]))
+                container.register_buffer("sliced", torch.tensor([sliced]))
+                final = torch.jit.script(container)
+        except RuntimeError as exc:  # TorchScript cannot compile or run the wrappers
             raise PotentialError(f"cannot split {export_file.name} into layers: "
                                  f"{str(exc).strip().splitlines()[0]}") from exc
-        widths = _feature_widths(container, export, dtype)
-        container.register_buffer("feature_widths", torch.tensor(widths, dtype=torch.long))
-        digest = bytes.fromhex(sha256_file(export_file))
-        container.register_buffer("source_sha256", torch.tensor(list(digest), dtype=torch.uint8))
-        container.register_buffer("layers_format", torch.tensor([LAYERS_FORMAT]))
-        container.register_buffer("sliced", torch.tensor([sliced]))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            final = torch.jit.script(container)
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".layers-", suffix=".pt")
         os.close(fd)
