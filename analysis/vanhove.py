@@ -13,7 +13,11 @@ Distinct part, where the other ions are at t0 + t relative to where ion i was at
 
 with rho = N / V, dimensionless: G_d(r, 0) is the ion-ion RDF (-> (N-1)/N at large r) and
 G_d(r, t -> inf) -> (N-1)/N everywhere. Distances use all periodic images up to ``r_max``,
-positions are drift-corrected (framework frame), and the cell is that of frame t0 + t.
+including the images of ion i itself (lattice copies: other particles of the periodic
+system, counted by the RDF too), so G_d(r, 0) equals the RDF g_AA(r) at every r, also
+beyond the smallest cell width; only the unwrapped displacement of i itself (the n = 0
+image) belongs to the self part. Positions are drift-corrected (framework frame), and the
+cell is that of frame t0 + t.
 """
 
 from __future__ import annotations
@@ -77,6 +81,30 @@ class VanHoveDistinct:
                 "origins_per_lag": self.origins_per_lag, "dr_A": np.array(self.dr_A)}
 
 
+def self_image_distances(displacements: np.ndarray, cell: np.ndarray, *,
+                         r_max: float) -> np.ndarray:
+    """|dr_i + n . cell| <= r_max for every lattice vector n != 0: the periodic images of each
+    ion, seen from where that ion was a lag earlier (``displacements`` are unwrapped).
+
+    In a periodic system these images are other particles: the RDF counts them (at lag 0
+    they are the self-images at lattice distances), so G_d must too, or G_d(r, 0) and g(r)
+    differ beyond the smallest cell width. Only n = 0 (the ion itself) is the self part.
+    """
+    from analysis.unwrap import perpendicular_widths
+
+    cell = np.asarray(cell, dtype=float)
+    reach = np.ceil(r_max / perpendicular_widths(cell)).astype(int) + 1
+    grid = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in reach], indexing="ij"),
+                    -1).reshape(-1, 3)
+    frac = np.asarray(displacements, float) @ np.linalg.inv(cell)
+    base = -np.rint(frac).astype(np.int64)  # the image nearest to the ion's old position
+    shifts = base[:, None, :] + grid[None, :, :]  # (ions, images, 3)
+    vectors = np.asarray(displacements, float)[:, None, :] + shifts @ cell
+    d = np.linalg.norm(vectors, axis=2)
+    keep = (d <= r_max) & np.any(shifts != 0, axis=2)
+    return d[keep]
+
+
 def distinct_part(frames_at, *, lags: np.ndarray, n_frames: int, cells: np.ndarray,
                   frame_interval_ps: float, r_max_A: float = 8.0, dr_A: float = 0.05,
                   max_pairs_per_lag: int = 5_000_000, max_origins: int = 50) -> VanHoveDistinct:
@@ -107,9 +135,12 @@ def distinct_part(frames_at, *, lags: np.ndarray, n_frames: int, cells: np.ndarr
             volume = abs(float(np.linalg.det(cell)))
             same = lag == 0
             for i, j, d in pair_distances(a, b, cell, r_max=r_max_A, same=same):
-                keep = i != j
+                keep = i != j  # i == j: counted below from the unwrapped displacement
                 counts += np.bincount(np.minimum((d[keep] / dr_A).astype(np.int64), n_bins - 1),
                                       minlength=n_bins)
+            d = self_image_distances(b - a, cell, r_max=r_max_A)
+            counts += np.bincount(np.minimum((d / dr_A).astype(np.int64), n_bins - 1),
+                                  minlength=n_bins)
             density_sum += n / volume
         rho = density_sum / len(origins)
         gd[q] = counts / (len(origins) * n * rho * shell)

@@ -82,3 +82,35 @@ def test_vanhove_files_from_the_pipeline(tmp_path, walk):
     np.testing.assert_allclose(gs["P_self_per_A"].sum(axis=1) * float(gs["dr_A"]), 1.0)
     assert gd["Gd"].shape == (len(gd["lag_times_ps"]), len(gd["r_A"]))
     assert np.isfinite(gd["Gd"]).all()
+
+
+def test_distinct_part_counts_periodic_self_images_like_the_rdf():
+    """A 6 A cell analysed to 8 A: beyond the cell width the neighbours include the lattice
+    copies of each ion itself. G_d(r, 0) must equal the RDF there too, and for a frozen
+    crystal G_d(r, t) stays the RDF at every lag."""
+    from analysis.vanhove import self_image_distances
+
+    a = 3.0
+    grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3) * a
+    rng = np.random.default_rng(1)
+    base = grid + rng.normal(scale=0.2, size=grid.shape)
+    box = 2 * a
+    frames = np.stack([base + box * rng.integers(-2, 3, size=(8, 3))] * 6)  # outside the cell
+    cells = np.broadcast_to(np.eye(3) * box, (6, 3, 3))
+    vd = distinct_part(lambda idx: frames[np.asarray(idx)], lags=np.array([0, 3]),
+                       n_frames=6, cells=cells, frame_interval_ps=0.1, r_max_A=8.0, dr_A=0.07)
+    # (0.07 A bins: the lattice distance 6 A is not on a bin edge, where round-off decides)
+    counts = frame_pair_counts(base, cells[0], codes=np.zeros(8, int), n_groups=1, r_max=8.0,
+                               dr=0.07)[0, 0]
+    edges = np.arange(len(counts) + 1) * 0.07
+    shell = 4 / 3 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    rdf = counts / (8 * 8 / box ** 3 * shell)
+    assert rdf[vd.r_A > box].sum() > 0  # the range beyond the cell width is populated
+    np.testing.assert_allclose(vd.gd[0], rdf, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(vd.gd[1], rdf, rtol=1e-10, atol=1e-12)
+    # the images of an ion seen from itself: the 6 shortest lattice vectors; after a move by
+    # (1, 0, 12) A its n = 0 image (itself, 12.04 A) is the self part; its copies at 1 and 5 A
+    d = self_image_distances(np.zeros((1, 3)), cells[0], r_max=6.01)
+    assert sorted(np.round(d, 9)) == [box] * 6
+    d = self_image_distances(np.array([[1.0, 0.0, 12.0]]), cells[0], r_max=5.2)
+    assert sorted(np.round(d, 9)) == [1.0, 5.0]
