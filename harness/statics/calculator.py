@@ -21,6 +21,10 @@ The LAMMPS instance is created on the first call and reused:
 * an element outside the type map: the instance is closed and rebuilt. Pass
   ``type_elements`` with every element of a data set to avoid rebuilds.
 
+Adapters with fixed per-type charges and long-range Coulomb (``LammpsSetup.type_charges``,
+``kspace``; e.g. ``snap-li3n``) get ``fix property/atom q``, ``set type N charge q`` after
+every (re)population and their ``kspace_style``, as in the MD template.
+
 Frames. LAMMPS wants a cell with ``a`` along x and ``b`` in the xy plane. The ASE cell
 ``C`` (rows) is mapped there by an orthogonal ``Q`` from a QR decomposition of ``C^T``
 (``C Q`` is lower triangular with a positive diagonal); positions go in as ``r Q``,
@@ -94,6 +98,19 @@ def wrap_positions(positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
     return frac @ cell
 
 
+def check_coverage(potential: Any, elements: Sequence[str]) -> None:
+    """The potential covers every element (``Potential.check_elements`` takes the symbols of
+    one structure and may check more, e.g. charge neutrality)."""
+    from potentials.base import PotentialError
+
+    covered = potential.elements
+    missing = sorted(set(elements) - set(covered)) if covered is not None else []
+    if missing:
+        raise PotentialError(f"potential '{potential.name}' does not cover element(s) "
+                             f"{', '.join(missing)}; choose a potential trained on them "
+                             "(see `harness potentials`)")
+
+
 class LammpsCalculator(Calculator):
     """ASE calculator: energy, forces and stress from ``run 0`` in a reused LAMMPS instance.
 
@@ -124,7 +141,7 @@ class LammpsCalculator(Calculator):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._fixed_types = list(type_elements) if type_elements is not None else None
         if self._fixed_types is not None:
-            potential.check_elements(self._fixed_types)
+            check_coverage(potential, self._fixed_types)
         self._comm = comm
         self.engine: Any = None
         self.setup: Any = None
@@ -175,6 +192,7 @@ class LammpsCalculator(Calculator):
         cell_lmp = reduce_tilts(cell_lmp)
         positions = wrap_positions(atoms.positions @ q, cell_lmp)
         symbols = atoms.get_chemical_symbols()
+        self.potential.check_elements(symbols)  # coverage (and e.g. neutrality) per structure
         self._place(symbols, cell_lmp=cell_lmp, positions=positions)
         energy, forces_lmp, stress_lmp = self._run0(len(atoms))
         forces = forces_lmp @ q.T
@@ -239,7 +257,7 @@ class LammpsCalculator(Calculator):
             self.type_elements = list(self._fixed_types)
         else:
             self.type_elements = default_specorder(sorted(species))
-        self.potential.check_elements(self.type_elements)
+        check_coverage(self.potential, self.type_elements)
         comm = self._comm
         if comm is None:
             from mpi4py import MPI
@@ -258,8 +276,12 @@ class LammpsCalculator(Calculator):
             engine.command(f"create_box {len(self.type_elements)} {_BOX_REGION}")
             for i, element in enumerate(self.type_elements, start=1):
                 engine.command(f"mass {i} {float(atomic_masses[atomic_numbers[element]])!r}")
+            if getattr(setup, "type_charges", ()):  # as templates/md.lammps.j2 does
+                engine.command("fix harness_q all property/atom q ghost yes")
             engine.run_potential_block(setup.lines, required_styles=setup.required_styles,
                                        fix_it=setup.fix_it)
+            if getattr(setup, "kspace", None):
+                engine.command(f"kspace_style {setup.kspace[0]} {setup.kspace[1]!r}")
             self.potential.attach(engine.lmp, setup=setup, type_elements=self.type_elements,
                                   comm=engine.comm)
             engine.commands([f"compute {_PRESSURE} all pressure NULL virial",
@@ -285,6 +307,8 @@ class LammpsCalculator(Calculator):
         n = len(types)
         ids = list(range(1, n + 1))
         lmp.create_atoms(n, ids, types.tolist(), positions.reshape(-1).tolist())
+        for t, q in enumerate(getattr(self.setup, "type_charges", ()), start=1):
+            self.engine.command(f"set type {t} charge {float(q)!r}")
         created = self.engine.natoms()
         if created != n:
             self._types = None

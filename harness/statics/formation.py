@@ -223,7 +223,9 @@ def run_formation(spec: FormationSpec, *, force: bool = False) -> dict[str, Any]
     refs, ref_sources = load_references(spec.references, elements,
                                         max_polymorphs=spec.max_polymorphs)
     potential = get_potential(spec.potential, route=spec.route, device=spec.device)
-    potential.check_elements(elements)
+    from harness.statics.calculator import check_coverage
+
+    check_coverage(potential, elements)
     scheme, scheme_reason = resolve_compatibility(spec.potential, spec.compatibility)
     out = prepare_out_dir(spec.out, force=force)
     started, clock = now_iso(), Stopwatch()

@@ -185,7 +185,9 @@ def run_parity(spec: ParitySpec, *, force: bool = False, progress: Any = None) -
     potential = get_potential(spec.potential, route=spec.route, device=spec.device)
     elements = default_specorder(sorted({s for f in frames
                                          for s in f["atoms"].get_chemical_symbols()}))
-    potential.check_elements(elements)
+    from harness.statics.calculator import check_coverage
+
+    check_coverage(potential, elements)
     out = prepare_out_dir(spec.out, force=force)
     started, clock = now_iso(), Stopwatch()
     spec_dict = spec.model_dump(mode="json")

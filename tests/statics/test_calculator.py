@@ -130,6 +130,30 @@ def test_chgnet_fix_external(tmp_path):
     assert route == "external"
 
 
+def test_snap_li3n_charges_and_ewald(tmp_path):
+    """snap-li3n (SNAP + fixed charges + Ewald): the calculator equals the independently
+    tested single point (tests/potentials/test_reference_potentials.py) through a strained
+    cell and a supercell, and the charges survive re-population."""
+    from harness.statics.crosscheck import lammps_single_point
+    from harness.structures import load_structure
+
+    potential = get_potential("snap-li3n")
+    base = load_structure("Li3N")
+    base.rattle(0.03, seed=4)
+    strained = base.copy()
+    strained.set_cell(base.cell.array @ (np.eye(3) + np.diag([0.01, -0.01, 0.02])),
+                      scale_atoms=True)
+    with LammpsCalculator(potential, workdir=tmp_path / "calc") as calc:
+        for k, atoms in enumerate([base, strained, strained.repeat((2, 1, 1))]):
+            e, f, s = evaluate(calc, atoms)
+            ref, frame = lammps_single_point(potential, atoms, workdir=tmp_path / f"sp{k}")
+            f_frame = evaluate(calc, frame)[1]
+            assert abs(e - ref.energy_eV) / len(atoms) < 1e-9, k
+            assert np.abs(f_frame - ref.forces_eV_per_A).max() < 1e-7, k
+            # stress is frame-dependent only through rotation; compare invariants
+            assert abs(s[:3].sum() - ref.stress_eV_per_A3[:3].sum()) < 1e-9, k
+
+
 # --- known answers with the classical reference: no ASE calculator involved ----------------
 def test_forces_and_stress_are_energy_derivatives(tmp_path):
     """Finite differences of the calculator's own energy, in a rotated left-handed cell."""
