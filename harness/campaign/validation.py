@@ -6,7 +6,8 @@ For one task and its reference (both analysis folders written by ``harness analy
   overlap; when the task stopped as ``non_diffusive`` its upper bound is compared instead;
 * RDF: seed 003's MAE, int_0^10A |g - g_ref| dr per species pair and their mean
   (analysis.rdf.rdf_mae_between);
-* self van Hove: at lag times common to both (nearest stored lag within 10 %), the L1
+* self van Hove: at lag times common to both (0.5, 1, 2, 5, 10 ps and half and all of the
+  task's longest stored lag; nearest stored lag within 10 %), the L1
   distance int |P_s(r, t) - P_s,ref(r, t)| dr of the radial probability densities
   P_s = 4 pi r^2 G_s (0 = identical, 2 = disjoint).
 
@@ -31,6 +32,9 @@ def vanhove_self_l1(task_npz: str | Path, ref_npz: str | Path, *,
     """L1 distance of the self van Hove radial densities at common lag times."""
     a, b = np.load(task_npz), np.load(ref_npz)
     out = {}
+    # short runs: also half and all of the task's longest stored lag
+    longest = float(a["lag_times_ps"].max())
+    lags_ps = sorted(set(lags_ps) | {round(longest / 2, 6), round(longest, 6)} - {0.0})
     for lag in lags_ps:
         ia = int(np.argmin(np.abs(a["lag_times_ps"] - lag)))
         ib = int(np.argmin(np.abs(b["lag_times_ps"] - lag)))
