@@ -114,8 +114,13 @@ def mp2020_energy(atoms: Any, energy_eV: float) -> tuple[float, float]:
     entry = ComputedStructureEntry(structure, energy_eV, parameters={
         "run_type": "GGA+U" if hubbards else "GGA", "is_hubbard": bool(hubbards),
         "hubbards": hubbards})
-    processed = MaterialsProject2020Compatibility(check_potcar=False).process_entry(
-        entry, clean=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        # intermetallics: "Failed to guess oxidation states ... most electronegative atom"
+        warnings.filterwarnings("ignore", message="Failed to guess oxidation states")
+        processed = MaterialsProject2020Compatibility(check_potcar=False).process_entry(
+            entry, clean=True)
     if processed is None:
         raise StaticsInputError(f"MaterialsProject2020Compatibility refuses "
                                 f"{structure.composition.reduced_formula} (unsupported "
