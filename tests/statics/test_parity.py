@@ -145,6 +145,17 @@ def test_frames_without_forces(tmp_path):
     assert s["stress_mae_GPa"] is None and s["n_stress_frames"] == 0
     table = pd.read_csv(tmp_path / "b" / "frames.csv")
     assert table.loc[0, "status"] == "skipped" and "forces" in table.loc[0, "message"]
+    # a frame the potential cannot evaluate (two atoms on one site: NaN) is recorded as failed
+    collapsed = full.copy()
+    collapsed.positions[1] = collapsed.positions[0]
+    collapsed.calc = SinglePointCalculator(collapsed, energy=0.0, forces=np.zeros((12, 3)))
+    write(tmp_path / "g.extxyz", [full, collapsed], format="extxyz")
+    s = run_parity(ParitySpec(frames=[str(tmp_path / "g.extxyz")], potential="lj-test",
+                              out=str(tmp_path / "c")))
+    assert s["n_frames"] == 1 and s["n_failed"] == 1
+    table = pd.read_csv(tmp_path / "c" / "frames.csv")
+    assert table.loc[1, "status"] == "failed" and "non-finite" in table.loc[1, "message"]
+    assert np.isnan(table.loc[1, "energy_error_eV_per_atom"])
 
 
 def independent_maes(frames, calc):
