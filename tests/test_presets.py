@@ -8,8 +8,9 @@ a LAMMPS source tree, a GPU or an hour of compiling.
   printed configure command for real against that stand-in tree;
 * wrong input fails early with a one-line error and exit status 2.
 
-What a real build needs (CUDA toolkit, Cython, MPI) was not available here: see
-cmake/NATIVE_README_SECTION.md for what was verified where.
+What a real build needs (CUDA toolkit, Cython, MPI) was not available here: see the README
+section on building LAMMPS with KOKKOS/ML-IAP (``tools/build_lammps.sh``) for what was
+verified where.
 """
 
 from __future__ import annotations

@@ -64,7 +64,9 @@ def test_origin_striding_caps_samples_and_keeps_the_mean(walk):
     full = all_origin_statistics(walk, var_lags=[10], max_samples_per_lag=None)
     strided = all_origin_statistics(walk, var_lags=[10], max_samples_per_lag=500)
     assert strided.s_samples[0] <= 500
-    assert strided.s_mean[0] == pytest.approx(full.s_mean[0], rel=0.25)
+    # a subset of the same samples: its mean within 4 standard errors of the subset's size
+    assert abs(strided.s_mean[0] - full.s_mean[0]) < 4 * np.sqrt(full.s_var[0] /
+                                                                  strided.s_samples[0])
     np.testing.assert_allclose(strided.msd, full.msd)  # the MSD always uses all origins
 
 

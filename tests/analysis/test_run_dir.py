@@ -30,7 +30,10 @@ def test_run_dir_contract_and_outputs(tmp_path, traj):
     out = run / "analysis"
     assert CONTRACT_KEYS <= set(result)
     on_disk = json.loads((out / "transport.json").read_text())
-    assert on_disk["D_cm2_per_s"] == pytest.approx(result["D_cm2_per_s"])
+    # the file holds exactly what the call returned, plus the list of files it wrote
+    assert {k: v for k, v in on_disk.items() if k != "outputs"} == \
+        json.loads(json.dumps(result))
+    assert set(on_disk["outputs"]) == {p.name for p in out.iterdir()}
     assert result["temperature_K"] == 900.0  # from the manifest's spec
     assert result["frames_discarded"] == 50 and result["n_frames"] == 450  # 5 ps discarded
     assert result["analysis_start_ps"] == 5.0
@@ -45,7 +48,14 @@ def test_run_dir_contract_and_outputs(tmp_path, traj):
     assert header == ["time_ps", "msd_x_A2", "msd_y_A2", "msd_z_A2", "msd_A2", "n_obs",
                       "mscd_A2"]
     assert table.shape == (450, 7)
-    np.testing.assert_allclose(table[:, 1:4].sum(axis=1), table[:, 4], rtol=1e-6)
+    # the MSD column against the exact all-origins MSD of the known positions (frames from
+    # 5 ps on, framework drift removed; dump precision 1e-10 A)
+    truth = traj.unwrapped[50:] - traj.unwrapped[50:, 24:].mean(axis=1, keepdims=True)
+    x = truth[:, :24]
+    for k in (1, 40, 300):
+        direct = np.mean(np.sum((x[k:] - x[:-k]) ** 2, axis=2))
+        assert table[k, 4] == pytest.approx(direct, rel=1e-5), k
+    assert table[40, 1:4].sum() == pytest.approx(table[40, 4], rel=1e-6)
     assert result["D_ci95_cm2_per_s"][0] < traj.D_cm2_per_s < result["D_ci95_cm2_per_s"][1]
 
 

@@ -73,7 +73,9 @@ def test_D_agrees_with_pymatgen_diffusion_analyzer(trajectory):
     ours = _ours(traj).as_dict()
     sd = np.hypot(pmg.diffusivity_std_dev, ours["D_std_cm2_per_s"])
     assert abs(ours["D_cm2_per_s"] - pmg.diffusivity) < 2 * sd
-    assert abs(traj.D_cm2_per_s - pmg.diffusivity) < 3 * pmg.diffusivity_std_dev + 0.3 * traj.D_cm2_per_s
+    # pymatgen's diffusivity_std_dev is a fit-residual number (~1e-4 relative here), not an
+    # uncertainty of D: the truth is judged with kinisi's standard deviation of the same run
+    assert abs(traj.D_cm2_per_s - pmg.diffusivity) < 3 * ours["D_std_cm2_per_s"]
     # pymatgen's conductivity is Nernst-Einstein from its D: same formula as ours
     assert ours["sigma_NE_mS_per_cm"] / ours["D_cm2_per_s"] == pytest.approx(
         pmg.conductivity / pmg.diffusivity, rel=1e-3)
