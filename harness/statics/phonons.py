@@ -448,8 +448,8 @@ def _run_phonons(spec: PhononSpec, *, force: bool, comm: Any) -> PhononResult:
                 summary.update(_fc3(unitcell, reference, evaluator, spec=spec, cutoff=cutoff,
                                     sc=sc, prim=prim, out=out, notes=summary["notes"]))
             summary["n_force_calls"] = evaluator.calls
-            _plot_bands_dos(ph, out / "phonons.png",
-                            title=f"{summary['formula']}, {spec.potential}")
+            summary["band_structure"] = _plot_bands_dos(
+                ph, out / "phonons.png", title=f"{summary['formula']}, {spec.potential}")
     except Exception as exc:
         write_manifest(out, kind="phonons", spec=spec_dict, potential=potential,
                        status="failed", started=started, wall_s=clock.seconds,
@@ -597,12 +597,14 @@ def _plt():
     return plt
 
 
-def _plot_bands_dos(ph: Any, path: Path, *, title: str) -> Path | None:
+def _plot_bands_dos(ph: Any, path: Path, *, title: str) -> str:
+    """Bands (seekpath path) + DOS into ``path``; returns 'plotted' or why the bands are not."""
     from analysis.output import write_figure
 
     plt = _plt()
     fig, (ax_b, ax_d) = plt.subplots(1, 2, figsize=(8.0, 4.2), sharey=True,
                                      gridspec_kw={"width_ratios": [3, 1]})
+    status = "plotted"
     try:
         ph.auto_band_structure(plot=False, write_yaml=False)
         bs = ph.get_band_structure_dict()
@@ -623,6 +625,7 @@ def _plot_bands_dos(ph: Any, path: Path, *, title: str) -> Path | None:
             ax_b.set_xticks([])
         ax_b.set_xlim(ticks[0], ticks[-1])
     except Exception as exc:  # noqa: BLE001 - seekpath can fail on odd cells; keep the DOS
+        status = f"band path unavailable: {type(exc).__name__}: {exc}"
         ax_b.text(0.5, 0.5, f"band path unavailable:\n{exc}", ha="center", va="center",
                   transform=ax_b.transAxes, fontsize=8)
     ax_b.axhline(0.0, color="0.5", lw=0.6)
@@ -635,7 +638,7 @@ def _plot_bands_dos(ph: Any, path: Path, *, title: str) -> Path | None:
     fig.tight_layout()
     write_figure(path, fig)
     plt.close(fig)
-    return path
+    return status
 
 
 def _band_labels(ph: Any) -> list[str] | None:
@@ -644,16 +647,21 @@ def _band_labels(ph: Any) -> list[str] | None:
     if not labels:
         return None
     connections = getattr(bs, "path_connections", None)
-    out = [labels[0]]
+    import re
+
+    clean = [re.sub(r"\$|\\mathrm\{|\}", "", str(x)).replace("\\Gamma", "G")
+             .replace("GAMMA", "G") for x in labels]
+    out = [clean[0]]
     k = 1
-    for conn in connections or []:
-        if conn:
-            out.append(labels[k])
+    connections = list(connections or [])
+    for i, conn in enumerate(connections):
+        if conn or i == len(connections) - 1 or k + 1 >= len(clean):
+            out.append(clean[k])
             k += 1
         else:
-            out.append(f"{labels[k]}|{labels[k + 1]}")
+            out.append(f"{clean[k]}|{clean[k + 1]}")
             k += 2
-    return [s.replace("GAMMA", "G").replace("$\\Gamma$", "G") for s in out]
+    return out
 
 
 def _plot_parity(mine: np.ndarray, ref: np.ndarray, path: Path, *, label: str,

@@ -85,6 +85,7 @@ def test_fc2_equals_analytic_hessian_and_cv_limits(fcc_conventional, tmp_path):
     hot = thermal(ph, mesh=[8, 8, 8], temperature_K=5000.0)
     assert hot["cv_per_mol_atoms"] == pytest.approx(3 * R, rel=1e-3)
     assert (tmp_path / "ph" / "phonons.png").stat().st_size > 2000
+    assert s["band_structure"] == "plotted"
     manifest = json.loads((tmp_path / "ph" / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["potential"]["route"] == "native"
     assert manifest["potential"]["lammps_calls"]["build"] == 1  # one LAMMPS instance
