@@ -633,6 +633,9 @@ def parity(
             frames=frames or None, potential=potential, route=route, index=index,
             max_frames=max_frames, energy_reference=energy_reference,
             material_key=material_key, incomplete=incomplete, out=out))
+        from harness.statics.tables import require_single_process
+
+        require_single_process("parity")  # the farm calls run_parity on its own ranks
         s = run_parity(spec, force=force)
         stress = ("n/a" if s["stress_mae_GPa"] is None else f"{s['stress_mae_GPa']:.3f} GPa")
         Console().print(
@@ -720,6 +723,9 @@ def relax(
             structure=structure, potential=potential, route=route, fmax_eV_per_A=fmax_eV_per_A,
             smax_GPa=smax_GPa, max_steps=max_steps, relax_cell=relax_cell,
             min_distance_A=min_distance_A, out=out))
+        from harness.statics.tables import require_single_process
+
+        require_single_process("relax")  # the farm calls run_relax on its own ranks
         s = run_relax(spec, force=force)
         a = ", ".join(f"{x:.4f}" for x in s["a_A"])
         Console().print(
@@ -753,6 +759,9 @@ def elastic(
         spec = build_spec(ElasticSpec, config=config, overrides=dict(
             structure=structure, potential=potential, route=route, relax_ions=relax_ions,
             relax_structure=relax_structure, fmax_eV_per_A=fmax_eV_per_A, out=out))
+        from harness.statics.tables import require_single_process
+
+        require_single_process("elastic")  # the farm calls run_elastic on its own ranks
         s = run_elastic(spec, force=force)
         stable = "stable" if s["mechanically_stable"] else "UNSTABLE (C has a negative eigenvalue)"
         Console().print(
@@ -791,6 +800,9 @@ def formation(
             structure=structure, potential=potential, references=references,
             phases=phase or None, route=route, compatibility=compatibility,
             relax=relax_structures, out=out))
+        from harness.statics.tables import require_single_process
+
+        require_single_process("formation")  # the farm calls run_formation on its own ranks
         s = run_formation(spec, force=force)
         decomposition = ", ".join(f"{k} {v:.2f}" for k, v in s["decomposition"].items())
         Console().print(

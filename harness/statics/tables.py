@@ -6,6 +6,18 @@ from pathlib import Path
 from typing import Any
 
 
+def require_single_process(command: str) -> None:
+    """The statics commands evaluate small cells on one process (one LAMMPS instance on
+    MPI.COMM_SELF); under mpirun every rank would redo the work and write the same files."""
+    from mpi4py import MPI
+
+    from harness.statics.statics_run import StaticsInputError
+
+    if MPI.COMM_WORLD.Get_size() > 1:
+        raise StaticsInputError(f"harness {command} runs on one process; start it without "
+                                "mpirun (farm many statics tasks with `harness bench`)")
+
+
 def write_table(df: Any, out: Path, stem: str, *, parquet: bool = True) -> list[str]:
     """``stem.csv`` (and ``stem.parquet``) in ``out``; returns the file names written."""
     from analysis.output import atomic_write, write_text
