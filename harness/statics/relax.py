@@ -21,6 +21,7 @@ the result with the class set so callers (elastic, formation, campaigns) decide.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -134,20 +135,23 @@ def relax_atoms(atoms: Any, calc: Any, *, settings: RelaxSettings) -> RelaxResul
     # FIRE on the filter's generalized forces; our own criterion decides convergence
     opt = FIRE(target, logfile=None)
     failure, message, steps = "none", "", 0
-    try:
-        record(0)
-        while not converged():
-            if steps >= settings.max_steps:
-                failure = "not_converged"
-                message = f"not converged in {settings.max_steps} steps"
-                break
-            opt.step()
-            steps += 1
-            record(steps)
-    except NonFiniteResult as exc:
-        failure, message = "non_finite", str(exc)
-    except _Exploded as exc:
-        failure, message = "exploded", str(exc)
+    with warnings.catch_warnings():
+        # FrechetCellFilter's scipy.linalg.logm reports round-off of ~1e-12 as a warning
+        warnings.filterwarnings("ignore", message="logm result may be inaccurate")
+        try:
+            record(0)
+            while not converged():
+                if steps >= settings.max_steps:
+                    failure = "not_converged"
+                    message = f"not converged in {settings.max_steps} steps"
+                    break
+                opt.step()
+                steps += 1
+                record(steps)
+        except NonFiniteResult as exc:
+            failure, message = "non_finite", str(exc)
+        except _Exploded as exc:
+            failure, message = "exploded", str(exc)
     last = trajectory[-1] if trajectory else {}
     result = RelaxResult(
         atoms=atoms, converged=failure == "none", failure_class=failure, message=message,

@@ -169,6 +169,12 @@ def test_relax_and_failure_class(tmp_path):
     assert np.abs(relaxed.get_forces()).max() < 0.01
     assert np.abs(relaxed.get_stress()).max() * GPA < 0.05
 
+    with pytest.raises(RelaxationFailed, match="not_converged") as info:
+        run_relax(RelaxSpec(structure=str(tmp_path / "in.vasp"), potential="lj-test",
+                            max_steps=2, out=str(tmp_path / "short")))
+    assert info.value.failure["failure_class"] == "not_converged"
+    assert json.loads((tmp_path / "short" / "relax.json").read_text())["n_steps"] == 2
+
     from typer.testing import CliRunner
 
     from harness.cli import app
