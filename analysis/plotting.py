@@ -15,7 +15,8 @@ def _figure(*, width: float = 6.0, height: float = 4.2, ncols: int = 1):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * ncols, height))
+    # constrained layout: colour bars, labels and titles never run into a neighbouring axis
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -44,7 +45,7 @@ def plot_msd(path: Path, *, time_ps, msd_axes, window_ps, slope_samples_A2_per_p
         ax.plot(fit_t, ols[0] * fit_t + ols[1], "--", color="tab:green", lw=1, label="OLS")
     ax.axhline(20.0, color="grey", ls=":", lw=0.8, label="20 A^2 (seed 004)")
     ax.set_xlabel("lag time (ps)")
-    ax.set_ylabel("MSD (A^2)")
+    ax.set_ylabel(r"MSD ($\AA^2$)")
     ax.set_title(D_text, fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     return write_figure(path, fig)
@@ -55,18 +56,25 @@ def plot_vanhove(path: Path, *, self_part, distinct_part, species: str = "Li") -
     ax1 = fig.add_subplot(121)
     ax2 = fig.add_subplot(122)
     sp = self_part
+    from matplotlib.colors import PowerNorm
+
     r_cut = sp.r_A <= max(2.0, _upper_r(sp))
-    mesh = ax1.pcolormesh(sp.r_A[r_cut], sp.lag_times_ps, sp.probability_per_A[:, r_cut],
-                          shading="auto", cmap="viridis")
-    fig.colorbar(mesh, ax=ax1, label="4 pi r^2 Gs(r,t) (1/A)")
-    ax1.set_xlabel("r (A)")
+    # t = 0 is a delta at r = 0 (every ion at its origin): it is left out, or it sets the
+    # colour scale and hides the spreading; a square-root scale shows the tails
+    rows = sp.lag_times_ps > 0
+    values = sp.probability_per_A[rows][:, r_cut]
+    mesh = ax1.pcolormesh(sp.r_A[r_cut], sp.lag_times_ps[rows], values, shading="auto",
+                          cmap="viridis", norm=PowerNorm(gamma=0.5, vmin=0.0,
+                                                         vmax=max(float(values.max()), 1e-12)))
+    fig.colorbar(mesh, ax=ax1, label=r"$4\pi r^2 G_s(r,t)$ (1/$\AA$)")
+    ax1.set_xlabel(r"r ($\AA$)")
     ax1.set_ylabel("t (ps)")
-    ax1.set_title(f"self part, {species}", fontsize=9)
+    ax1.set_title(f"self part, {species} (t > 0; square-root colour scale)", fontsize=9)
     if distinct_part is not None:
         dp = distinct_part
         mesh = ax2.pcolormesh(dp.r_A, dp.lag_times_ps, dp.gd, shading="auto", cmap="magma")
-        fig.colorbar(mesh, ax=ax2, label="Gd(r,t)")
-        ax2.set_xlabel("r (A)")
+        fig.colorbar(mesh, ax=ax2, label=r"$G_d(r,t)$ (dimensionless)")
+        ax2.set_xlabel(r"r ($\AA$)")
         ax2.set_ylabel("t (ps)")
         ax2.set_title(f"distinct part, {species}-{species}", fontsize=9)
     return write_figure(path, fig)
@@ -83,8 +91,8 @@ def plot_rdf(path: Path, *, rdf) -> Path:
     ax = fig.add_subplot(111)
     for k, (name, g) in enumerate(rdf.pairs.items()):
         ax.plot(rdf.r, g + 0 * k, lw=1, label=name)
-    ax.set_xlabel("r (A)")
-    ax.set_ylabel("g(r)")
+    ax.set_xlabel(r"r ($\AA$)")
+    ax.set_ylabel("g(r) (dimensionless)")
     ax.set_title(f"partial RDFs, {rdf.n_frames} frames, "
                  f"{rdf.window_ps[0]:.1f}-{rdf.window_ps[1]:.1f} ps", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
