@@ -37,7 +37,9 @@ def test_growing_dump_read_in_pieces_equals_full_analysis(tmp_path, traj, start_
     state = IncrementalDisplacements(traj.symbols, mobile="Li")
     frame_len = len(blob) // traj.n_frames
     # cut points inside frames, on frame boundaries and at the end
-    cuts = [frame_len * 7 + 13, frame_len * 40, frame_len * 41 - 5, frame_len * 90 + 200,
+    # (the fourth ends exactly after a complete atom line in the middle of a frame)
+    cuts = [frame_len * 7 + 13, frame_len * 40, frame_len * 41 - 5,
+            blob.index(b"\n", frame_len * 60 + frame_len // 2) + 1, frame_len * 90 + 200,
             len(blob)]
     for cut in cuts:
         growing.write_bytes(blob[:cut])
