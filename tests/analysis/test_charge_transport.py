@@ -71,6 +71,7 @@ def test_correlated_pairs_haven_ratio_recovered(rho, seed):
     assert r["charge_fit"]["status"] == "ok"
 
 
+@pytest.mark.slow  # three full analyses (~30 s)
 def test_charge_two_scales_sigma_by_four_through_harness_analyze(tmp_path):
     from harness.analyze import run_analyze
 
