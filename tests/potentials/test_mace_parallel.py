@@ -287,3 +287,31 @@ def test_adapter_chooses_mode_by_ranks_and_records_it(mace_plugin, tmp_path, mon
     stamp = made[0].stat().st_mtime_ns
     potential.lammps_setup(type_elements=["Li", "S", "Cl"], workdir=tmp_path, nranks=2)
     assert made[0].stat().st_mtime_ns == stamp
+
+
+def test_cli_split_writes_the_layers_file_beside_the_export(tmp_path):
+    """`harness export mace --split X-lammps.pt` (no mace-torch): X-lammps-layers.pt beside
+    it, tied to the export by sha256, found there before any cache; bad use exits 2."""
+    import shutil
+
+    import torch
+
+    from potentials.base import sha256_file
+    from potentials.mace_layers import cached_layers, layers_path_for
+
+    export = tmp_path / "tiny-lammps.pt"
+    shutil.copy(TINY_MODEL_FILE, export)
+    cli = [sys.executable, "-m", "harness.cli", "export", "mace"]
+    done = subprocess.run([*cli, "--split", str(export)], capture_output=True, text=True,
+                          timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr
+    beside = layers_path_for(export)
+    assert beside == tmp_path / "tiny-lammps-layers.pt" and beside.is_file()
+    layers = torch.jit.load(str(beside))
+    assert bytes(layers.source_sha256.tolist()).hex() == sha256_file(export)
+    assert layers.feature_widths.tolist() == [8, 32, 8] and bool(layers.sliced)
+    assert cached_layers(export, tmp_path / "cache") == beside
+    assert not (tmp_path / "cache").exists()
+    bad = subprocess.run([*cli, "--split", str(export), "--foundation", "small"],
+                         capture_output=True, text=True, timeout=600, env=_env())
+    assert bad.returncode == 2 and "--split takes an existing" in bad.stdout + bad.stderr
