@@ -107,9 +107,11 @@ def main() -> None:
             base = results["whole model, 1 rank"]
             for label, res in results.items():
                 if res["ranks"] > 1:
+                    wall = base["ms_per_step"] / res["ms_per_step"]
+                    cpu = (base["cpu_ms_per_step_per_rank"][0]
+                           / max(res["cpu_ms_per_step_per_rank"]))
                     print(f"{res['n_atoms']} atoms, {label} on {res['ranks']} ranks: speedup "
-                          f"wall {base['ms_per_step'] / res['ms_per_step']:.2f}x, CPU "
-                          f"{base['cpu_ms_per_step_per_rank'][0] / max(res['cpu_ms_per_step_per_rank']):.2f}x; "
+                          f"wall {wall:.2f}x, CPU {cpu:.2f}x; "
                           f"|dE| {abs(res['pe_eV'] - base['pe_eV']):.1e} eV", flush=True)
 
 
