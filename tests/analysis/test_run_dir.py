@@ -106,4 +106,6 @@ def test_reliability_flags(traj):
     good = TransportAnalyzer.from_arrays(
         traj.unwrapped, symbols=traj.symbols, cells=traj.cells, frame_interval_fs=100.0,
         temperature_K=600.0, compute_distinct=False, compute_rdf=False, **FAST).run().as_dict()
-    assert good["flags"] == []
+    # (one charge series over 50 ps of 24 ions is too noisy for D_charge, and says so)
+    assert [f for f in good["flags"] if not f.startswith(("charge_", "D_charge", "haven_"))] == []
+    assert set(good["flags"]) <= {"D_charge_uncertain"}
