@@ -14,9 +14,10 @@ statics use (tens of atoms) are dominated by the model evaluation either way.
 Failure classes (``failure_class``): ``none``; ``non_finite`` (the model returned NaN/inf:
 a diverged structure); ``exploded`` (a force above ``explode_force_eV_per_A`` or the
 volume changed by more than a factor ``explode_volume_factor``); ``not_converged`` (the
-step budget ran out). A relaxation that fails raises :class:`RelaxationFailed` from the
-command (the files, with the failure recorded, are kept); the library function returns
-the result with the class set so callers (elastic, formation, campaigns) decide.
+step budget ran out); ``lammps_error`` (LAMMPS refused a step, e.g. lost atoms). A
+relaxation that fails raises :class:`RelaxationFailed` from the command (the files, with
+the failure recorded, are kept); the library function returns the result with the class
+set so callers (elastic, formation, campaigns) decide.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.units import GPA_PER_EV_PER_A3
 
-FailureClass = Literal["none", "non_finite", "exploded", "not_converged"]
+FailureClass = Literal["none", "non_finite", "exploded", "not_converged", "lammps_error"]
 
 
 class RelaxationFailed(RuntimeError):
@@ -103,6 +104,7 @@ def relax_atoms(atoms: Any, calc: Any, *, settings: RelaxSettings) -> RelaxResul
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
 
+    from harness.md.engine import EngineError
     from harness.statics.calculator import NonFiniteResult
 
     atoms = atoms.copy()
@@ -152,6 +154,8 @@ def relax_atoms(atoms: Any, calc: Any, *, settings: RelaxSettings) -> RelaxResul
             failure, message = "non_finite", str(exc)
         except _Exploded as exc:
             failure, message = "exploded", str(exc)
+        except EngineError as exc:  # e.g. lost atoms, a plugin refusing the geometry
+            failure, message = "lammps_error", str(exc)
     last = trajectory[-1] if trajectory else {}
     result = RelaxResult(
         atoms=atoms, converged=failure == "none", failure_class=failure, message=message,
