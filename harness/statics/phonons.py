@@ -328,7 +328,9 @@ def parity(mine: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def thermal(ph: Any, *, mesh: list[int], temperature_K: float) -> dict[str, Any]:
-    ph.run_mesh(mesh, with_eigenvectors=False, is_mesh_symmetry=True, is_gamma_center=True)
+    # phonopy's default (Monkhorst-Pack) mesh, as matcalc and the Alexandria Cv data use it;
+    # a Gamma-centred mesh would count the three zero-frequency modes at Gamma by round-off
+    ph.run_mesh(mesh, with_eigenvectors=False, is_mesh_symmetry=True)
     ph.run_thermal_properties(temperatures=[temperature_K])
     tp = ph.get_thermal_properties_dict()
     n_prim = len(ph.primitive)
@@ -355,6 +357,7 @@ def run_phonons(spec: PhononSpec, *, force: bool = False, comm: Any = None) -> P
     with warnings.catch_warnings():
         # phonopy 4 announces its 'auto' primitive default on every construction: noise here
         warnings.filterwarnings("ignore", message="primitive_matrix defaulted")
+        warnings.filterwarnings("ignore", message="Half-grid shift")
         return _run_phonons(spec, force=force, comm=comm)
 
 

@@ -128,7 +128,7 @@ def test_reference_parity_against_independent_phonopy_run(fcc_conventional, tmp_
     s = run_phonons(spec).summary
     assert s["fc2_displacements_from"] == "reference"
     assert s["fc2_mae_eV_per_A2"] < 1e-7 and s["fc2_r2"] == pytest.approx(1.0, abs=1e-8)  # FORCE_SETS text
-    assert s["frequency_mae_THz"] < 1e-6
+    assert s["frequency_mae_THz"] < 1e-3  # acoustic modes at Gamma: sqrt of round-off
     assert s["cv_error_J_per_K_per_mol"] == pytest.approx(0.0, abs=1e-8)
     assert any("fold" in n for n in s["notes"])  # 3x3x3 = 10.9 A < 2 x 6 A: flagged
     on_disk = json.loads((tmp_path / "ph" / "phonons.json").read_text())
