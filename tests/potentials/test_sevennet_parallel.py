@@ -212,7 +212,9 @@ def test_nve_trajectory_on_two_ranks_follows_serial(plugins, models, tmp_path):
     """200 NVE steps (1 fs, 600 K start) of the 24-atom cell: 2-rank e3gnn/parallel vs
     1-rank e3gnn. Both are float32 models summed in different orders, so the trajectories
     separate from ~1e-7 A and the gap grows (chaos) but stays far below a real force
-    error's; measured: max |dx| ~1e-5 A after 200 steps, energy drift ~1e-4 eV/atom both."""
+    error's. Measured (2-core CPU): max |dx| 4e-8, 8e-8, 1.1e-7, 1.2e-7 A after 50, 100,
+    150, 200 steps; |E(200) - E(0)| / N = 1.15e-5 (serial) and 1.14e-5 eV/atom (2 ranks).
+    Without the reverse exchange of ghost-feature gradients forces are off by ~70 %."""
     atoms = li2s((2, 1, 1))
     steps, every = 200, 50
     serial = run_lammps(tmp_path / "serial", atoms, plugin=plugins["e3gnn"],
@@ -226,7 +228,7 @@ def test_nve_trajectory_on_two_ranks_follows_serial(plugins, models, tmp_path):
              for name, fr in (("serial", serial), ("parallel", par))}
     print(f"max |dx| per {every} steps: {gaps}; |E(200)-E(0)|/N eV/atom: {drift}")
     assert gaps[0] < 1e-12                       # same start
-    assert max(gaps) < 1e-3, gaps                # round-off growth, not a different force
+    assert max(gaps) < 1e-4, gaps                # round-off growth, not a different force
     assert drift["parallel"] < 2 * drift["serial"] + 2e-4, drift
 
 
