@@ -67,6 +67,7 @@ def test_hop_enumeration_fcc(fcc_file):
         assert np.count_nonzero(moved > 1e-9) == 1 and moved[h.mover] == pytest.approx(h.length_A)
 
 
+@pytest.mark.slow
 def test_known_barrier_vs_constrained_saddle(fcc_file, tmp_path):
     from ase.constraints import FixedPlane
     from ase.io import read

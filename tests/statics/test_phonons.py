@@ -46,6 +46,7 @@ def analytic_lj_fc2(atoms) -> np.ndarray:
     return fc
 
 
+@pytest.mark.slow
 def test_fc2_equals_analytic_hessian_and_cv_limits(fcc_conventional, tmp_path):
     import phonopy
 
@@ -91,6 +92,7 @@ def test_fc2_equals_analytic_hessian_and_cv_limits(fcc_conventional, tmp_path):
     assert manifest["potential"]["lammps_calls"]["build"] == 1  # one LAMMPS instance
 
 
+@pytest.mark.slow
 def test_reference_parity_against_independent_phonopy_run(fcc_conventional, tmp_path):
     """A reference FORCE_SETS made by phonopy with the adapter's own ASE calculator (no
     LAMMPS): our LAMMPS pipeline on its displacements gives the same fc2 (MAE ~ 0, R^2 = 1);
