@@ -65,6 +65,24 @@ def main(campaign_dir: str) -> None:
             "log10_error_sigma": clean(row.log10_error_sigma),
             "per_temperature": tasks,
         }
+    # sensitivity: the same fit (analysis.arrhenius, as the report uses) on the temperatures
+    # that pass the MSD gate only
+    from analysis.arrhenius import arrhenius
+
+    for label, entry in out["potentials"].items():
+        passed = [t for t in entry["per_temperature"] if t["msd_gate_passed"] and t["D_cm2_per_s"]]
+        pts = per_t[per_t["potential_label"] == label]
+        if len(passed) >= 2 and len(passed) < len(entry["per_temperature"]):
+            ref = pts.iloc[0]
+            fit = arrhenius([{"temperature_K": t["temperature_K"], "D_cm2_per_s": t["D_cm2_per_s"],
+                              "D_ci95_cm2_per_s": t["D_ci95_cm2_per_s"]} for t in passed],
+                            T_eval_K=entry["T_eval_K"], n_ions=float(ref["n_ions"]),
+                            volume_A3=float(ref["volume_A3"]), charge=float(ref["charge"]))
+            entry["gated_fit"] = {
+                "temperatures_K": fit.temperatures_K, "Ea_eV": fit.Ea_eV,
+                "Ea_ci95_eV": fit.Ea_ci95_eV, "sigma_eval_S_per_cm": fit.sigma_eval_mS_per_cm / 1e3,
+                "sigma_eval_ci95_S_per_cm": [v / 1e3 for v in fit.sigma_eval_ci95_mS_per_cm]
+                if fit.sigma_eval_ci95_mS_per_cm else None, "method": fit.method}
     (HERE / "results.json").write_text(json.dumps(out, indent=1) + "\n")
     for name in ("summary.csv", "per_temperature.csv"):
         shutil.copy2(camp / name, HERE / name)
@@ -73,7 +91,42 @@ def main(campaign_dir: str) -> None:
     md = camp / "report" / "report.md"
     if md.exists():
         shutil.copy2(md, HERE / "campaign-report.md")
+    (HERE / "table.md").write_text(markdown(out))
     print(json.dumps(out, indent=1)[:3000])
+
+
+def _ci(pair, fmt="{:.3g}"):
+    if not pair or any(v is None for v in pair):
+        return "n/a"
+    return "[" + ", ".join(fmt.format(v) for v in pair) + "]"
+
+
+def markdown(out: dict) -> str:
+    """The per-temperature and Arrhenius tables (README of this folder includes them)."""
+    lines = []
+    for label, e in out["potentials"].items():
+        lines += [f"**{label}** ({e['potential']}, {e['structure']}, {int(e['n_atoms'])} atoms)", "",
+                  "| T (K) | D (cm^2/s) | 95% interval | max Li MSD (A^2) | MSD >= 20 A^2 | sigma_NE (mS/cm) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for t in e["per_temperature"]:
+            lines.append(f"| {t['temperature_K']:g} | {t['D_cm2_per_s']:.3g} | "
+                         f"{_ci(t['D_ci95_cm2_per_s'])} | {t['msd_max_A2']:.1f} | "
+                         f"{'yes' if t['msd_gate_passed'] else 'NO'} | {t['sigma_NE_mS_per_cm']:.3g} |")
+        lines += ["", "| fit | temperatures (K) | Ea (eV) | 95% interval | sigma(300 K) (S/cm) | 95% interval |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| all temperatures | {e['temperatures_K'].replace(';', ', ')} | {e['Ea_eV']:.3f} | "
+                  f"{_ci(e['Ea_ci95_eV'], '{:.3f}')} | {e['sigma_eval_S_per_cm']:.3g} | "
+                  f"{_ci(e['sigma_eval_ci95_S_per_cm'])} |"]
+        g = e.get("gated_fit")
+        if g:
+            lines.append(f"| MSD-gated only | {', '.join(f'{t:g}' for t in g['temperatures_K'])} | "
+                         f"{g['Ea_eV']:.3f} | {_ci(g['Ea_ci95_eV'], '{:.3f}')} | "
+                         f"{g['sigma_eval_S_per_cm']:.3g} | {_ci(g['sigma_eval_ci95_S_per_cm'])} |")
+        exp = e["experiment"]
+        lines += ["", f"Experiment ({exp['source']}): sigma = {exp['sigma_S_per_cm']:.3g} S/cm; "
+                  f"log10(sigma_model / sigma_exp) = {e['log10_error_sigma']:+.2f}. "
+                  f"Fit: {e['arrhenius_method']}. Median cost {e['ms_per_step_median']:.1f} ms/step.", ""]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
