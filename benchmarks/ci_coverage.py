@@ -18,7 +18,7 @@ estimates:
     python benchmarks/ci_coverage.py --seed-start 0 --seeds 25 --raw-out part0.json  # ...
     python benchmarks/ci_coverage.py --merge part*.json --out benchmarks/results/ci_coverage.json
 
-Runs on one core (OMP_NUM_THREADS=1); about 0.3 s CPU per kinisi estimate (6 per seed).
+Runs on one core (OMP_NUM_THREADS=1); about 0.7 s CPU per kinisi estimate (6 per seed).
 """
 
 from __future__ import annotations
