@@ -378,3 +378,50 @@ def test_snap_li3n_two_ranks_match_serial(tmp_path):
     a = np.loadtxt(tmp_path / "serial" / "thermo.csv", delimiter=",", skiprows=1)
     b = np.loadtxt(tmp_path / "mpi" / "thermo.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(type_charges=(0.239,)), "one charge per type"),
+    (dict(type_charges=(0.239, float("nan"))), "charge of type 2"),
+    (dict(kspace_style="ewald", kspace_accuracy=1e-6), "needs per-type charges"),
+    (dict(type_charges=(0.239, -0.717), kspace_style="msm", kspace_accuracy=1e-6), "unknown kspace_style"),
+    (dict(type_charges=(0.239, -0.717), kspace_style="ewald", kspace_accuracy=0.5), "below 1e-2"),
+    (dict(type_charges=(0.239, -0.717), kspace_style="ewald", kspace_accuracy=None), "kspace_accuracy"),
+    (dict(kspace_style=None, kspace_accuracy=1e-6), "without kspace_style"),
+])
+def test_template_refuses_bad_charge_and_kspace_values(changes, message):
+    from dataclasses import replace
+
+    from harness.md.templating import TemplateValueError, render
+
+    base = _context_with_charges()
+    with pytest.raises(TemplateValueError, match=message):
+        render("md.lammps.j2", replace(base, **{"type_charges": (), **changes}))
+
+
+def _context_with_charges():
+    from harness.md.templating import MDTemplateContext, plan_chunks
+
+    return MDTemplateContext(
+        ensemble="nvt_nose_hoover", data_file="/run/structure.data", type_elements=("Li", "N"),
+        potential_name="snap-li3n", potential_route="native",
+        potential_lines=("pair_style hybrid/overlay coul/long 10.0 snap",),
+        neighbor_skin_A=1.0, timestep_ps=0.002, thermo_every=10, minimize=False,
+        minimize_ftol_eV_per_A=0.05, minimize_max_iterations=500, temperature_K=800.0, seed=1,
+        tdamp_ps=0.1, pressure_bar=1.0, pdamp_ps=1.0, barostat_modulus_bar=3.0e5,
+        triclinic=True, chunks=plan_chunks(equilibration_steps=0, production_steps=100,
+                                           restart_every=50),
+        thermo_file="/run/thermo.csv", dump_file="/run/traj.lammpstrj", dump_every=10,
+        dump_coordinates="wrapped_images", restart_tmp="/run/restart.tmp", resume_file=None,
+        resume_step=None, progress_every=10, progress_fix_id="harness_progress", watchdog=True,
+        type_charges=(0.239, -0.717), kspace_style="ewald", kspace_accuracy=1e-6)
+
+
+def test_template_renders_charges_before_the_pair_lines_and_kspace_after():
+    from harness.md.templating import render
+
+    text = render("md.lammps.j2", _context_with_charges())
+    assert (text.index("read_data") < text.index("property/atom q ghost yes")
+            < text.index("set             type 2 charge -0.717")
+            < text.index("pair_style hybrid/overlay") < text.index("kspace_style    ewald 1e-06")
+            < text.index("#@harness attach-potential"))
