@@ -127,7 +127,8 @@ if comm.Get_rank() == 0:
 
 def run_lammps(plugin: Path, data_file: tuple, workdir: Path, *, style: str = "",
                ranks: int = 1, model: Path = TINY_MODEL_FILE, steps: int = 0, every: int = 10,
-               pre: tuple[str, ...] = (), expect_fail: bool = False) -> dict:
+               pre: tuple[str, ...] = (), expect_fail: bool = False,
+               timeout_s: float = 600.0) -> dict:
     data, elements, frame = data_file
     workdir.mkdir(parents=True, exist_ok=True)
     script = workdir / "run.py"
@@ -136,8 +137,8 @@ def run_lammps(plugin: Path, data_file: tuple, workdir: Path, *, style: str = ""
            "elements": elements, "steps": steps, "every": every, "pre": list(pre),
            "log": str(workdir / "log.lammps"), "out": str(workdir / "out.json")}
     cmd = [str(MPIRUN), "-n", str(ranks), sys.executable, str(script), json.dumps(cfg)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
-                            env=_env())
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                            check=False, env=_env())
     log = (workdir / "log.lammps").read_text() if (workdir / "log.lammps").exists() else ""
     if expect_fail:
         assert result.returncode != 0
@@ -204,6 +205,31 @@ def test_run0_matches_serial_float64(mace_plugin, data_file, layers64, serial64,
     assert min(sub) < GHOST_CUTOFF_A
     if ranks == 3:
         assert grid == [3, 1, 1] and sub[0] < 4.5
+
+
+def test_empty_subdomain_takes_part_in_the_exchanges(mace_plugin, layers64, tmp_path):
+    """12 atoms in one corner of a 20 A box, `processors 2 1 1`: rank 1 owns no atom but
+    must still join every feature exchange (else the other rank waits forever)."""
+    from harness.statics.crosscheck import lammps_frame_atoms
+
+    rng = np.random.default_rng(3)
+    positions: list[np.ndarray] = []
+    while len(positions) < 12:
+        p = rng.uniform(0.0, 7.0, size=3)
+        if all(np.linalg.norm(p - q) > 2.0 for q in positions):
+            positions.append(p)
+    atoms = Atoms(["Li", "S", "Cl", "P"] * 3, positions=positions, cell=[20.0, 9.0, 9.0],
+                  pbc=True)
+    frame, elements, data = lammps_frame_atoms(atoms, workdir=tmp_path)
+    cell = (data, elements, frame)
+    serial = run_lammps(mace_plugin, cell, tmp_path / "s")
+    point = run_lammps(mace_plugin, cell, tmp_path / "p", style=f"layers {layers64}", ranks=2,
+                       pre=("processors 2 1 1",), timeout_s=300.0)
+    assert "parallel mode" in point["log"]
+    assert re.search(r"Nlocal:\s+6 ave\s+12 max\s+0 min", point["log"])
+    diff = relative_differences(point, serial)
+    for key, value in diff.items():
+        assert value < 1e-10, (key, diff)
 
 
 def test_run0_float32_two_ranks(mace_plugin, data_file, tmp_path):

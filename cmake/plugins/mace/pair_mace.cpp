@@ -772,6 +772,25 @@ void PairMACEPlugin::compute_parallel()
   std::copy(senders.begin(), senders.end(), edge_buf.begin());
   std::copy(receivers.begin(), receivers.end(), edge_buf.begin() + n_edges);
 
+  if (nlocal == 0) {
+    // an empty subdomain: no energy, no forces, but the exchanges are collective, so take
+    // part in every one of them (passing on relayed ghosts' features and gradients)
+    const auto tc = clock::now();
+    for (int l = 0; l + 1 < n_layers; ++l) {
+      comm_width = feature_widths[l + 1];
+      feat_buf.assign(static_cast<size_t>(nall) * comm_width, 0.0);
+      comm->forward_comm(this, comm_width);
+    }
+    for (int l = n_layers - 1; l > 0; --l) {
+      comm_width = feature_widths[l];
+      grad_buf.assign(static_cast<size_t>(nall) * comm_width, 0.0);
+      comm->reverse_comm(this, comm_width);
+    }
+    n_compute += 1;
+    time_comm += std::chrono::duration<double>(clock::now() - tc).count();
+    return;
+  }
+
   attr_buf.assign(static_cast<size_t>(n_nodes) * n_species, 0.0);
   for (int k = 0; k < n_nodes; ++k)
     attr_buf[static_cast<size_t>(k) * n_species + type_species[type[node_atom[k]]]] = 1.0;
