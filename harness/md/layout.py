@@ -31,10 +31,11 @@ from potentials.external import sleeping_barrier  # noqa: F401  (re-exported for
 
 #: smallest atoms per rank for which domain decomposition beats one rank with all cores.
 #: ML potentials: per-rank cost follows local atoms but each rank also pays its halo
-#: (one interaction cutoff of ghost nodes) and a feature exchange per layer; measured on
-#: Li6PS5Cl (benchmarks/md_scaling.py): the bundled 52-atom cell is faster folded onto
-#: one rank, 2x2x2 (416 atoms) is faster split. Classical pair styles cost microseconds
-#: per atom, so MPI latency dominates until a few thousand atoms per rank.
+#: (one interaction cutoff of ghost nodes) and a feature exchange per layer. On Li6PS5Cl
+#: 2x2x2 (416 atoms, 208 per rank) 2 ranks beat 1 for mace-tiny-test and SevenNet-0
+#: (benchmarks/md_scaling.py); 100 keeps the bundled 52-atom cell on one rank, where the
+#: halo would exceed the local atoms. Classical pair styles cost microseconds per atom, so
+#: MPI latency dominates until a few thousand atoms per rank.
 MIN_ATOMS_PER_RANK: dict[str, int] = {"classical": 2000, "default": 100}
 #: families whose models run in libtorch (their thread count is torch's)
 TORCH_FAMILIES = frozenset({"sevennet", "mace", "chgnet", "mattersim", "deepmd"})
