@@ -108,8 +108,8 @@ def state():
     n = lmp.get_natoms()
     X, F = np.zeros((n, 3)), np.zeros((n, 3))
     for t, xx, ff in parts:
-        X[np.asarray(t) - 1] = xx
-        F[np.asarray(t) - 1] = ff
+        X[np.asarray(t, dtype=int) - 1] = np.asarray(xx).reshape(-1, 3)
+        F[np.asarray(t, dtype=int) - 1] = np.asarray(ff).reshape(-1, 3)
     return {"pe": lmp.get_thermo("pe"), "etotal": lmp.get_thermo("etotal"),
             "pv": [lmp.extract_compute("pv", 0, 1)[k] for k in range(6)],
             "x": X.tolist(), "f": F.tolist()}
@@ -265,3 +265,21 @@ def test_harness_md_selects_e3gnn_parallel_on_two_ranks(plugins, models, tmp_pat
     assert manifest["parallel_layout"]["lammps_ranks"] == 2
     assert manifest["parallel_layout"]["torch_threads"] == 1   # OMP_NUM_THREADS respected
     assert manifest["lammps"]["ranks"] == 2
+
+
+@pytest.mark.mpi
+def test_rank_without_local_atoms(plugins, models, tmp_path):
+    """12 atoms in the first half of a cell doubled along x, 2 ranks split along x: rank 1
+    owns no atom (only ghosts) and must still join every feature exchange."""
+    atoms = li2s((1, 1, 1))
+    cell = atoms.cell.array.copy()
+    atoms.positions += 0.03 * cell[0]          # no atom wraps into the empty half
+    cell[0] *= 2
+    atoms.set_cell(cell, scale_atoms=False)
+    serial = run_lammps(tmp_path / "serial", atoms, plugin=plugins["e3gnn"],
+                        pair=serial_pair(models), ranks=1)["frames"][0]
+    result = run_lammps(tmp_path / "par", atoms, plugin=plugins["e3gnn_parallel"],
+                        pair=parallel_pair(models), ranks=2, processors="2 1 1")
+    assert "Nlocal:              6 ave          12 max           0 min" in result["log"]
+    diff = relative_differences(result["frames"][0], serial)
+    assert max(diff.values()) < RTOL, diff
