@@ -9,13 +9,12 @@ YAML (campaign level)::
 
 * Each task's production becomes adaptive (harness/md/convergence.py). The preset's fixed
   length (``steps``) is kept as the reference protocol: ``task.extra["fixed_steps"]``.
-* Budget: the campaign budget is shared out before the run, in proportion to what each
-  task would need at its cap, with the low temperatures of every potential x material
-  first in line: an Arrhenius fit's slope is most uncertain at its coldest points (slowest
-  diffusion, widest intervals, largest leverage on Ea). Tasks are queued hottest first, so
-  that the hot temperatures, which converge early, finish first; the ledger of what they
-  did not use is in the report (``budget_saved``). Budget freed at run time is not yet
-  handed to running tasks (see README, known limits).
+* Budget (optional ``budget_atom_steps``): shared out before the run. When the caps would
+  exceed it, caps are trimmed from the hottest temperatures first (down to min_ps), so the
+  cold temperatures of every potential x material keep their full cap: an Arrhenius fit's
+  slope is most uncertain at its coldest points (slowest diffusion, widest intervals). What
+  early stops leave unused is reported (``budget_saved``); it is not yet handed to tasks
+  still running (README, known limits).
 * Tasks are ordered hottest first within each potential x material.
 
 The report (harness/campaign/report.py) reads :func:`convergence_table`.
