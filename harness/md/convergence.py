@@ -129,8 +129,9 @@ class ConvergenceMonitor:
         t0_step = int(steps[t0_index]) if len(steps) else self.eq_steps
         frames = self.state.all_steps()
         first = int(np.searchsorted(frames, t0_step, side="left"))
-        # keep at least 60 % of the frames for the fit whatever the detection says
-        first = min(first, int(0.4 * len(frames)))
+        # keep at least 60 % of the frames for the fit whatever the detection says,
+        # and never fewer than the 10 frames a fit needs
+        first = max(0, min(first, int(0.4 * len(frames)), len(frames) - 10))
         return first, {"method": "auto",
                        "detail": "Chodera (2016) discard maximising N_eff = (N - t0)/g of the "
                                  "potential energy (thermo.csv), at most 40 % of production",
