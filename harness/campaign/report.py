@@ -156,7 +156,7 @@ def _validation_rows(results, campaign_dir: Path, rdf_ref: dict) -> list[dict[st
         c = compare(task_dir, Path(ref).parent, convergence=conv)
         rows.append({"task_id": r.task_id, "stop_reason": conv["stop_reason"], **c,
                      "rdf_mae_mean": (c.get("rdf_mae") or {}).get("mean_over_pairs"),
-                     "vanhove_self_L1": ";".join(f"{k}ps={v:.3f}" for k, v in
+                     "vanhove_self_L1_text": ";".join(f"{k}ps={v:.3f}" for k, v in
                                                  (c.get("vanhove_self_L1") or {}).items())})
     return rows
 
@@ -850,7 +850,7 @@ def write_report(campaign_dir: str | Path, *, experimental_csv: str | None = Non
         val_df = pd.DataFrame(validation)
         cols = [c for c in ("task_id", "stop_reason", "D_cm2_per_s", "D_ref_cm2_per_s",
                             "log10_D_ratio", "intervals_overlap", "D_upper_bound_cm2_per_s",
-                            "rdf_mae_mean", "vanhove_self_L1") if c in val_df]
+                            "rdf_mae_mean", "vanhove_self_L1_text") if c in val_df]
         md.append("## Validation against reference trajectories\n\nSame analysis layer for "
                   "both; RDF MAE = int_0^10A |g - g_ref| dr (mean over pairs); van Hove = "
                   "L1 distance of 4 pi r^2 G_s(r, t) at the listed lags (0 same, 2 disjoint)."
