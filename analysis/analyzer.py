@@ -248,6 +248,22 @@ class TransportAnalyzer:
         n_obs_fit = n_ions * (n - 1) / lags
         fit = kinisi_fit(lag_times_ps=lags * dt, msd_A2=msd[lags], s_var_A4=stats.s_var,
                          n_obs=n_obs_fit, seed=s.seed, settings=s.kinisi)
+        # -- the tracer posterior is checked against the MSD it was fitted to --------------
+        # (MSD(t_e) + 2 sigma) / (6 t_e) bounds D for any MSD = c + 6 D t with c >= 0; a
+        # posterior median far above it (kinisi's sampler on a flat likelihood: a caged
+        # MSD gave D = 2e16 cm^2/s on the Li6PS5Cl AIMD) is refused, not written
+        end = int(lags[-1])
+        sigma_end = float(np.sqrt(max(float(stats.s_var[-1]), 0.0) / (n_ions * (n - 1) / end)))
+        D_upper = float((msd[end] + 2.0 * sigma_end) / (6.0 * end * dt) * 1e-4)
+        D_rejected = None
+        if not np.isfinite(fit.median) or fit.median > F.D_MAX_OVER_MSD_BOUND * D_upper:
+            D_rejected = {"D_cm2_per_s": fit.median, "D_ci95_cm2_per_s": fit.ci95,
+                          "reason": (f"posterior median {fit.median:.3g} cm^2/s exceeds "
+                                     f"{F.D_MAX_OVER_MSD_BOUND:g} x the MSD bound "
+                                     f"{D_upper:.3g} cm^2/s = (MSD + 2 sigma) / (6 t) at the "
+                                     f"fit-window end; the regression ran away")}
+            fit = BayesianFit(samples_cm2_per_s=np.full_like(fit.samples_cm2_per_s, np.nan),
+                              intercept_samples_A2=None, settings=fit.settings)
         window_idx = np.arange(window.start_index, window.end_index + 1)
         ols = ols_slope(time_ps[window_idx], msd[window_idx])
         D_axes = [slope_to_D_cm2_per_s(ols_slope(time_ps[window_idx],
@@ -322,7 +338,10 @@ class TransportAnalyzer:
             flags.add("msd_not_linear", f"log-log slope of the MSD over the fit window is "
                       f"{alpha:.2f} (diffusive: 1)")
         ci = fit.ci95
-        if fit.median <= 0 or (ci[1] - ci[0]) > F.D_MAX_RELATIVE_CI * fit.median:
+        if D_rejected is not None:
+            flags.add("D_fit_refused", D_rejected["reason"] + f" (least-squares slope: "
+                      f"{slope_to_D_cm2_per_s(ols[0]):.2e} cm^2/s); D and sigma are null")
+        elif fit.median <= 0 or (ci[1] - ci[0]) > F.D_MAX_RELATIVE_CI * fit.median:
             flags.add("D_uncertain", f"95% interval [{ci[0]:.2e}, {ci[1]:.2e}] is wider than "
                       f"D = {fit.median:.2e} cm^2/s")
         if data.nan_at_frame is not None:
@@ -343,8 +362,6 @@ class TransportAnalyzer:
         for code, message in charge_result.flags.items():
             flags.add(code, message)
         sigma_samples = ne(fit.samples_cm2_per_s)
-
-        sigma_samples = ne(fit.samples_cm2_per_s)
         summary: dict[str, Any] = {
             "species": species,
             "temperature_K": T,
@@ -357,6 +374,8 @@ class TransportAnalyzer:
             "D_ci95_cm2_per_s": ci,
             "D_std_cm2_per_s": fit.std,
             "D_ols_cm2_per_s": slope_to_D_cm2_per_s(ols[0]),
+            "D_upper_msd_cm2_per_s": D_upper,
+            "D_fit_rejected": D_rejected,
             "D_axes_ols_cm2_per_s": D_axes,
             "sigma_NE_mS_per_cm": ne(fit.median),
             "sigma_NE_ci95_mS_per_cm": [float(v) for v in np.percentile(sigma_samples, [2.5, 97.5])],
@@ -474,15 +493,20 @@ class TransportResults:
             try:
                 from analysis import plotting
 
+                refused = s.get("D_fit_rejected") is not None
                 written.append(plotting.plot_msd(
                     out / "msd.png", time_ps=self.time_ps, msd_axes=self.msd_axes,
                     window_ps=s["fit_window_ps"],
-                    slope_samples_A2_per_ps=self.fit.samples_cm2_per_s * 6e4,
+                    slope_samples_A2_per_ps=(None if refused
+                                             else self.fit.samples_cm2_per_s * 6e4),
                     intercept_samples_A2=self.fit.intercept_samples_A2, ols=self.ols,
                     species=s["species"],
-                    D_text=f"D = {s['D_cm2_per_s']:.3e} cm^2/s (95% CI "
-                           f"{s['D_ci95_cm2_per_s'][0]:.2e}..{s['D_ci95_cm2_per_s'][1]:.2e}), "
-                           f"T = {s['temperature_K']:g} K"))
+                    D_text=(f"D refused (regression ran away; MSD bound "
+                            f"{s['D_upper_msd_cm2_per_s']:.2e} cm^2/s), "
+                            f"T = {s['temperature_K']:g} K") if refused else
+                           (f"D = {s['D_cm2_per_s']:.3e} cm^2/s (95% CI "
+                            f"{s['D_ci95_cm2_per_s'][0]:.2e}..{s['D_ci95_cm2_per_s'][1]:.2e}), "
+                            f"T = {s['temperature_K']:g} K")))
                 written.append(plotting.plot_vanhove(
                     out / "vanhove.png", self_part=self.vanhove_self,
                     distinct_part=self.vanhove_distinct, species=s["species"]))

@@ -16,6 +16,10 @@ numbers behind it (``transport.json["flag_details"]``). Thresholds, all stated h
 ``msd_not_linear``          log-log slope of the MSD over the fit window outside [0.8, 1.25]
                             (caged, sub-diffusive, or ballistic: not the diffusive regime)
 ``D_uncertain``             the 95 % interval of D is wider than D itself
+``D_fit_refused``           the posterior median of D exceeds 3 x the MSD bound
+                            (MSD(t_e) + 2 sigma) / (6 t_e) at the fit-window end: the
+                            regression ran away on a flat (caged) MSD; D and sigma are
+                            written as null, the bound and the rejected numbers are kept
 ``nan_positions``           non-finite coordinates appeared; frames from there on were dropped
 ``lost_atoms``              the MD log reports lost atoms
 ``unwrap_ambiguous``        no image flags and some atom moved > 0.3 of a cell width between
@@ -35,6 +39,7 @@ FIT_WINDOW_MIN_FRAMES = 20
 MIN_OBSERVATIONS = 30.0
 LOGLOG_SLOPE_RANGE = (0.8, 1.25)
 D_MAX_RELATIVE_CI = 1.0
+D_MAX_OVER_MSD_BOUND = 3.0
 UNWRAP_MAX_STEP_FRACTION = 0.3
 MIN_FRAMES = 100
 

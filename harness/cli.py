@@ -345,14 +345,18 @@ def _print_transport(result: dict) -> None:
     from rich.console import Console
 
     ci = result.get("D_ci95_cm2_per_s") or [None, None]
-    lines = [
-        f"{result['species']} at {result['temperature_K']} K, {result['n_ions']} ions",
-        f"D = {result['D_cm2_per_s']:.3e} cm^2/s  (95% CI {ci[0]:.3e} .. {ci[1]:.3e})"
-        if ci[0] is not None else f"D = {result['D_cm2_per_s']:.3e} cm^2/s",
-        f"sigma_NE = {result['sigma_NE_mS_per_cm']:.3e} mS/cm (ion charge q = "
-        f"{result.get('charge', 1):g})",
-        f"max MSD = {result['msd_max_A2']:.2f} A^2, fit window {result['fit_window_ps']} ps",
-    ]
+    lines = [f"{result['species']} at {result['temperature_K']} K, {result['n_ions']} ions"]
+    if result.get("D_fit_rejected"):
+        lines.append(f"D refused: {result['D_fit_rejected']['reason']}; D <= "
+                     f"{result['D_upper_msd_cm2_per_s']:.2e} cm^2/s from the MSD")
+    else:
+        lines += [
+            f"D = {result['D_cm2_per_s']:.3e} cm^2/s  (95% CI {ci[0]:.3e} .. {ci[1]:.3e})"
+            if ci[0] is not None else f"D = {result['D_cm2_per_s']:.3e} cm^2/s",
+            f"sigma_NE = {result['sigma_NE_mS_per_cm']:.3e} mS/cm (ion charge q = "
+            f"{result.get('charge', 1):g})"]
+    lines.append(f"max MSD = {result['msd_max_A2']:.2f} A^2, fit window "
+                 f"{result['fit_window_ps']} ps")
     if result.get("flags"):
         lines.append("[yellow]flags:[/] " + ", ".join(map(str, result["flags"])))
     Console().print("\n".join(lines), highlight=False)

@@ -86,6 +86,34 @@ def ensure_stack_limit(min_bytes: int = E3GNN_STACK_BYTES) -> int:
     return target
 
 
+_DEPLOY_SCRIPT = """
+import sys, warnings
+warnings.simplefilter("ignore")  # "no TP accelerator" notices
+from sevenn.scripts import deploy as d
+kind, source, fname, modal = sys.argv[1:5]
+getattr(d, kind)(source, fname=fname, modal=modal or None)
+"""
+
+
+def _deploy_isolated(kind: str, source: Path, fname: Path, modal: str | None) -> None:
+    """Run sevenn's ``deploy``/``deploy_parallel`` in a fresh interpreter.
+
+    TorchScript compiles sevenn's modules into one process-wide compilation unit; once a
+    process has scripted other sevenn graphs (the ASE calculator, an earlier deploy),
+    ``deploy_parallel`` can fail to save ("Couldn't find method: 'forward' on class
+    ...BesselBasis"), which is what a fresh CI cache hit. A child process has a clean unit.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _DEPLOY_SCRIPT, kind, str(source), str(fname),
+                           modal or ""], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise PotentialError(f"sevenn could not {kind.replace('_', ' ')} {source}"
+                             f" (modal {modal!r}): {tail}")
+
+
 def _lammps_word(text: str | Path) -> str:
     text = str(text)
     return f'"{text}"' if any(c.isspace() for c in text) else text
@@ -206,17 +234,12 @@ class SevenNetPotential(ExternalModelPotential, Potential):
         target.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(target.parent / ".lock", timeout_s=600):
             if not target.is_file():
-                from sevenn.scripts.deploy import deploy
-
                 tmp = target.with_name(f".deploy.{os.getpid()}.pt")
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # "no TP accelerator" notices
-                    try:
-                        deploy(str(self.source_file), fname=str(tmp), modal=self.modal)
-                    except (ValueError, RuntimeError) as exc:
-                        tmp.unlink(missing_ok=True)
-                        raise PotentialError(f"sevenn could not deploy {self.source_file}: "
-                                             f"{exc}") from exc
+                try:
+                    _deploy_isolated("deploy", self.source_file, tmp, self.modal)
+                except PotentialError:
+                    tmp.unlink(missing_ok=True)
+                    raise
                 os.replace(tmp, target)
         return target
 
@@ -237,18 +260,13 @@ class SevenNetPotential(ExternalModelPotential, Potential):
         target.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(target.parent / ".lock-parallel", timeout_s=900):
             if not target.is_dir():
-                from sevenn.scripts.deploy import deploy_parallel
-
                 tmp = target.with_name(f".deploy_parallel.{os.getpid()}")
                 shutil.rmtree(tmp, ignore_errors=True)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # "no TP accelerator" notices
-                    try:
-                        deploy_parallel(str(self.source_file), fname=str(tmp), modal=self.modal)
-                    except (ValueError, RuntimeError, AssertionError) as exc:
-                        shutil.rmtree(tmp, ignore_errors=True)
-                        raise PotentialError(f"sevenn could not deploy {self.source_file} for "
-                                             f"e3gnn/parallel: {exc}") from exc
+                try:
+                    _deploy_isolated("deploy_parallel", self.source_file, tmp, self.modal)
+                except PotentialError:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
                 os.replace(tmp, target)
         n_modules = len(list(target.glob("deployed_parallel_*.pt")))
         if n_modules < 2:

@@ -19,9 +19,15 @@ def test_every_cli_flag_is_a_yaml_key():
     import inspect
 
     from harness.cli import md
+    from harness.md.spec import ConvergenceSpec
 
     flags = set(inspect.signature(md).parameters) - {"config", "force", "quiet"}
-    assert flags <= set(MDSpec.model_fields)
+    # --until-converged switches the `convergence:` block on; its flags are that block's keys
+    conv_flags = {"species", "target_rel_ci95", "min_msd_A2", "check_every_ps", "min_ps",
+                  "max_ps", "max_wall_h"}
+    assert conv_flags <= set(ConvergenceSpec.model_fields)
+    assert "convergence" in MDSpec.model_fields
+    assert flags - conv_flags - {"until_converged"} <= set(MDSpec.model_fields)
 
 
 def test_unknown_yaml_key_rejected(tmp_path):

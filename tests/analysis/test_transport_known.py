@@ -180,3 +180,36 @@ def test_credible_interval_covers_the_truth_in_most_seeds(model):
     # nominal 95 %: >= 10 of 12 (a calibrated interval fails this 2 % of the time)
     assert hits >= 10, (hits, ratios)
     assert np.mean(ratios) == pytest.approx(1.0, abs=0.06)
+
+
+def test_diffusive_D_lies_below_its_msd_bound():
+    """The refusal bound (MSD(t_e) + 2 sigma) / (6 t_e) holds for a diffusive MSD with a
+    vibrational offset: D is written, not refused; the bound is at the truth (a 2-sigma
+    statistical bound) and the refusal needs 3x more."""
+    traj = brownian(n_ions=64, n_frames=400, frame_interval_ps=0.1, D_A2_per_ps=0.3,
+                    noise_A=0.3, n_framework=16, box_A=15.0, seed=3)
+    result = _arrays(traj).as_dict()
+    assert result["D_fit_rejected"] is None and "D_fit_refused" not in result["flags"]
+    assert result["D_upper_msd_cm2_per_s"] == pytest.approx(traj.D_cm2_per_s, rel=0.2)
+    assert result["D_cm2_per_s"] < 1.5 * result["D_upper_msd_cm2_per_s"]
+
+
+AIMD = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "aimd" \
+    / "argyrodite"
+
+
+@pytest.mark.skipif(not (AIMD / "0p_run5_XDATCAR.gz").is_file(),
+                    reason="../shared/data/aimd/argyrodite is not on this machine")
+def test_caged_aimd_msd_refuses_the_runaway_posterior():
+    """The ordered Li6PS5Cl AIMD (70 ps, 500 K) has a plateaued Li MSD; kinisi's posterior
+    there ran away to D ~ 2e16 cm^2/s. It must be refused (null D and sigma, flag
+    D_fit_refused), keeping the MSD bound and the least-squares slope, both ~1e-6."""
+    paths = [AIMD / f"0p_run{i}_XDATCAR.gz" for i in range(1, 6)]
+    result = TransportAnalyzer.from_pieces(paths, frame_interval_fs=100.0, temperature_K=500.0,
+                                           **LIGHT).run()
+    s = result.as_dict()
+    assert "D_fit_refused" in s["flags"]
+    assert s["D_cm2_per_s"] is None and s["sigma_NE_mS_per_cm"] is None  # null in the JSON
+    assert 3e-6 < s["D_upper_msd_cm2_per_s"] < 1e-5  # MSD 11.4 A^2 at 35 ps
+    assert 1e-6 < s["D_ols_cm2_per_s"] < s["D_upper_msd_cm2_per_s"]
+    assert s["D_fit_rejected"]["D_cm2_per_s"] > 3 * s["D_upper_msd_cm2_per_s"]
