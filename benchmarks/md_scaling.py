@@ -183,13 +183,16 @@ def run_config(model: str, size: int, ranks: int, *, steps: int, warmup: int, re
 
 
 def add_scaling(entries: list[dict[str, Any]]) -> None:
-    base = {(e["model"], e["nominal_atoms"]): e["ms_per_step"] for e in entries
+    base = {(e["model"], e["nominal_atoms"]): e for e in entries
             if e.get("status") == "ok" and e["ranks"] == 1}
     for e in entries:
         one = base.get((e["model"], e["nominal_atoms"]))
         if e.get("status") == "ok" and one:
-            e["speedup"] = one / e["ms_per_step"]
+            e["speedup"] = one["ms_per_step"] / e["ms_per_step"]
             e["parallel_efficiency"] = e["speedup"] / e["ranks"]
+            # same start, same NVE steps: the final potential energies agree to round-off
+            # growth (float32 for sevennet-0) when the parallel modes are right
+            e["pe_diff_vs_1rank_eV_per_atom"] = abs(e["pe_eV"] - one["pe_eV"]) / e["n_atoms"]
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -214,19 +217,21 @@ def machine_info(device: str) -> dict[str, Any]:
 
 def table(entries: list[dict[str, Any]]) -> str:
     """A markdown table of the results (what the README shows)."""
-    rows = ["| model | atoms | ranks | ms/step | speedup | efficiency | Pair / Comm / other ms |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| model | atoms | ranks | ms/step | speedup | efficiency | Pair / Comm / other ms "
+            "| abs(PE - PE 1 rank) eV/atom |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in entries:
         if e.get("status") != "ok":
             rows.append(f"| {e['model']} | ~{e['nominal_atoms']} | {e['ranks']} | "
-                        f"{e.get('status')}: {str(e.get('reason', ''))[:60]} | | | |")
+                        f"{e.get('status')}: {str(e.get('reason', ''))[:60]} | | | | |")
             continue
         b = e.get("breakdown_ms_per_step", {})
         rows.append(f"| {e['model']} | {e['n_atoms']} | {e['ranks']} | {e['ms_per_step']:.4g} | "
                     f"{e.get('speedup', float('nan')):.2f} | "
                     f"{e.get('parallel_efficiency', float('nan')):.2f} | "
                     f"{b.get('pair_model', 0):.3g} / {b.get('comm_lammps', 0):.3g} / "
-                    f"{b.get('lammps_other', 0):.3g} |")
+                    f"{b.get('lammps_other', 0):.3g} | "
+                    f"{e.get('pe_diff_vs_1rank_eV_per_atom', float('nan')):.1e} |")
     return "\n".join(rows)
 
 

@@ -219,16 +219,20 @@ class SevenNetPotential(ExternalModelPotential, Potential):
     def cutoff_A(self) -> float:
         return self._meta["cutoff_A"]
 
-    def deployed_model(self) -> Path:
-        """TorchScript model for ``pair_style e3gnn``; deployed once and cached."""
-        if self.is_deployed:
-            return self.source_file
+    def _deploy_cache(self) -> Path:
+        """Cache folder of the deployed models (``models/sevennet/<ckpt>-<sha>-sevenn<v>``)."""
         self._meta  # validates the modal before a slow deploy
         stem = self.source_file.stem.replace("checkpoint_", "")
         key = f"{stem}-{self.source_sha256[:16]}-sevenn{package_version('sevenn')}"
         if self.modal:
             key += f"-{self.modal}"
-        target = cache_root() / "models" / "sevennet" / key / "deployed_serial.pt"
+        return cache_root() / "models" / "sevennet" / key
+
+    def deployed_model(self) -> Path:
+        """TorchScript model for ``pair_style e3gnn``; deployed once and cached."""
+        if self.is_deployed:
+            return self.source_file
+        target = self._deploy_cache() / "deployed_serial.pt"
         if target.is_file():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -251,12 +255,7 @@ class SevenNetPotential(ExternalModelPotential, Potential):
                 f"{self.source_file.name} is a deployed serial TorchScript model; "
                 "pair_style e3gnn/parallel needs the checkpoint (.pth) to deploy its modules "
                 "(or run on one rank)")
-        self._meta  # validates the modal before a slow deploy
-        stem = self.source_file.stem.replace("checkpoint_", "")
-        key = f"{stem}-{self.source_sha256[:16]}-sevenn{package_version('sevenn')}"
-        if self.modal:
-            key += f"-{self.modal}"
-        target = cache_root() / "models" / "sevennet" / key / "deployed_parallel"
+        target = self._deploy_cache() / "deployed_parallel"
         target.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(target.parent / ".lock-parallel", timeout_s=900):
             if not target.is_dir():
