@@ -5,7 +5,6 @@ hash no longer matches, an unpinned checkpoint that needs full unpickling. Each 
 with one clear error (or warn) before the model package unpickles anything.
 """
 
-import os
 import shutil
 import subprocess
 import sys
@@ -63,12 +62,20 @@ def test_pinned_hash_mismatch_is_refused(monkeypatch):
         get_potential("deepmd-tiny-test").ase_calculator()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "random_bytes", "empty"])
+# seeds whose bytes make torch's unpickler raise UnpicklingError, IndexError, KeyError and
+# UnicodeDecodeError (an unseeded os.urandom once hit IndexError, which escaped)
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random_bytes_0", "random_bytes_2",
+                                    "random_bytes_20", "random_bytes_195"])
 def test_corrupt_checkpoint_is_one_clear_error(tmp_path, damage):
+    import random
+
     source = sevennet_checkpoint().read_bytes()
     bad = tmp_path / f"{damage}.pth"
-    bad.write_bytes({"truncated": source[: len(source) // 3], "random_bytes": os.urandom(4096),
-                     "empty": b""}[damage])
+    if damage.startswith("random_bytes"):
+        data = random.Random(int(damage.rsplit("_", 1)[1])).randbytes(4096)
+    else:
+        data = {"truncated": source[: len(source) // 3], "empty": b""}[damage]
+    bad.write_bytes(data)
     with pytest.raises(PotentialError, match="not a readable torch checkpoint"):
         get_potential(f"sevennet:{bad}").elements
 
