@@ -51,6 +51,47 @@ def test_threads_and_external_models(monkeypatch):
     assert layout.torch_threads is None
 
 
+def test_campaign_workers_share_the_node_cores(monkeypatch):
+    """Inside `mpirun -n N harness bench` each task's LAMMPS sees only its group's
+    communicator; the farm says how many ranks work on the node, and each task takes its
+    share of the cores (two 1-rank tasks on 2 cores: 1 thread each, not 2 + 2)."""
+    from mpi4py import MPI
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cpus = usable_cpus()
+    for workers, expected in ((1, cpus), (2, max(1, cpus // 2)), (4 * cpus, 1)):
+        monkeypatch.setenv("IONTRANSPORT_NODE_WORKERS", str(workers))
+        layout = plan_layout(world=MPI.COMM_WORLD, n_atoms=500, family="sevennet",
+                             route="native", max_ranks=None, size_ranks=1,
+                             size_reason="1 MPI rank")
+        assert layout.torch_threads == expected, (workers, layout)
+    assert "campaign ranks working on the node (" in layout.threads_source
+
+
+WORKERS_SCRIPT = r'''
+import os
+from mpi4py import MPI
+from harness.campaign.farm import node_workers
+comm = MPI.COMM_WORLD
+n = node_workers(comm, working=comm.Get_rank() != 0)   # rank 0 as a pure scheduler
+all_n = node_workers(comm, working=True)
+if comm.Get_rank() == 0:
+    print("WORKERS", n, all_n)
+'''
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not MPIRUN.exists(), reason="no mpirun next to the venv python")
+def test_farm_counts_the_working_ranks_of_the_node(tmp_path):
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT)
+    out = subprocess.run([str(MPIRUN), "-n", "3", sys.executable, str(script)],
+                         capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "WORKERS 2 3" in out.stdout
+
+
 SPIN_SCRIPT = r'''
 import sys, time
 from mpi4py import MPI

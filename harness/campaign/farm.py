@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.campaign.tasks import CampaignSpec, Task, expand_tasks
+from harness.md.layout import ENV_NODE_WORKERS
 from harness.md.rundir import atomic_write_json, atomic_write_text, now_iso
 
 RESULT_FILE = "result.json"
@@ -119,6 +120,17 @@ def local_rank(comm: Any = None) -> int:
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
         return node.Get_rank()
+    finally:
+        node.Free()
+
+
+def node_workers(comm: Any, *, working: bool) -> int:
+    """Ranks of ``comm`` on this node that run tasks (collective over ``comm``)."""
+    from mpi4py import MPI
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        return int(node.allreduce(int(working), op=MPI.SUM))
     finally:
         node.Free()
 
@@ -585,6 +597,10 @@ def run_campaign(spec: CampaignSpec | None, *, campaign_dir: str | Path, retry_f
     my_group = next((g for g in groups if rank in g), None)
     color = groups.index(my_group) if my_group else MPI.UNDEFINED
     group_comm = world.Split(color, rank)
+    # the ranks working on this node, for the thread rule of each task (harness.md.layout):
+    # a task sees only its group's communicator, not the groups computing beside it
+    previous = os.environ.get(ENV_NODE_WORKERS)
+    os.environ[ENV_NODE_WORKERS] = str(node_workers(world, working=my_group is not None))
     if rank == 0 and size > 1:
         idle = [r for r in range(size) if not any(r in g for g in groups)]
         if groups and len(groups[0]) < settings[0]:
@@ -619,6 +635,10 @@ def run_campaign(spec: CampaignSpec | None, *, campaign_dir: str | Path, retry_f
             world.Abort(1)
         raise
     finally:
+        if previous is None:
+            os.environ.pop(ENV_NODE_WORKERS, None)
+        else:
+            os.environ[ENV_NODE_WORKERS] = previous
         if group_comm != MPI.COMM_NULL:
             group_comm.Free()
         world.Free()

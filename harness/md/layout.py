@@ -40,6 +40,9 @@ MIN_ATOMS_PER_RANK: dict[str, int] = {"classical": 2000, "default": 100}
 #: families whose models run in libtorch (their thread count is torch's)
 TORCH_FAMILIES = frozenset({"sevennet", "mace", "chgnet", "mattersim", "deepmd"})
 ENV_MIN_ATOMS = "IONTRANSPORT_MIN_ATOMS_PER_RANK"
+#: set by the campaign farm: ranks of the whole job that work on this node. A task's LAMMPS
+#: runs on its group's communicator, which cannot see the other groups computing beside it
+ENV_NODE_WORKERS = "IONTRANSPORT_NODE_WORKERS"
 
 
 @dataclass
@@ -115,13 +118,27 @@ def plan_layout(*, world: Any, n_atoms: int, family: str, route: str,
     if env.isdigit() and int(env) > 0:
         threads, source = int(env), "OMP_NUM_THREADS"
     else:
-        threads = max(1, cpus // max(1, computing_here))
-        source = f"usable cores ({cpus}) // computing ranks on this node ({computing_here})"
+        share, source = group_cpu_share(cpus, local_ranks)
+        threads = max(1, share // max(1, computing_here))
+        source += f" // computing ranks of this run on this node ({computing_here})"
     if family not in TORCH_FAMILIES:
         threads, source = None, f"{family}: no torch model"
     return RankLayout(world_ranks=nranks, lammps_ranks=lammps_ranks, torch_threads=threads,
                       threads_source=source, usable_cpus=cpus, local_ranks=local_ranks,
                       min_atoms_per_rank=min_atoms_per_rank(family), reason=reason)
+
+
+def group_cpu_share(cpus: int, local_ranks: int) -> tuple[int, str]:
+    """Cores of this node that belong to this run: all of them, or, inside a campaign
+    farm (:data:`ENV_NODE_WORKERS` working ranks on the node, several tasks at once), the
+    run's share ``cpus x local_ranks / node_workers`` (at least 1)."""
+    text = os.environ.get(ENV_NODE_WORKERS, "").strip()
+    workers = int(text) if text.isdigit() else 0
+    if workers > local_ranks:
+        share = max(1, cpus * local_ranks // workers)
+        return share, (f"usable cores ({cpus}) x this task's ranks on the node ({local_ranks}) "
+                       f"/ campaign ranks working on the node ({workers}) = {share}")
+    return cpus, f"usable cores ({cpus})"
 
 
 def apply_threads(layout: RankLayout) -> None:
