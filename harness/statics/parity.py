@@ -77,6 +77,17 @@ def _reference(atoms: Any) -> dict[str, Any]:
             "stress": stress}
 
 
+def vasp_format(path: Path) -> str | None:
+    """ASE format of VASP outputs named by convention (``vasprun.xml-001``, ``OUTCAR.gz``,
+    ``OUTCAR_relax``), which ASE's guess from the extension misses; None: let ASE guess."""
+    name = path.name
+    if name.startswith("vasprun") and ".xml" in name:
+        return "vasp-xml"
+    if name.startswith("OUTCAR"):
+        return "vasp-out"
+    return None
+
+
 def read_frames(spec: ParitySpec) -> list[dict[str, Any]]:
     """Frames as dicts: atoms (no calculator), reference values, file and index."""
     from ase.io import read
@@ -87,7 +98,7 @@ def read_frames(spec: ParitySpec) -> list[dict[str, Any]]:
         if not path.is_file():
             raise StaticsInputError(f"reference file not found: {path}")
         try:
-            images = read(path, index=spec.index)
+            images = read(path, index=spec.index, format=vasp_format(path))
         except Exception as exc:  # noqa: BLE001 - ASE raises many types for bad files
             raise StaticsInputError(f"cannot read {path} with ase.io.read ({type(exc).__name__}: "
                                     f"{exc}); give extxyz, vasprun.xml or OUTCAR") from exc

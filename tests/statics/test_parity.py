@@ -231,3 +231,36 @@ def test_cli_parity(tmp_path):
     bad = CliRunner().invoke(app, ["parity", str(tmp_path / "missing.extxyz"), "--potential",
                                    "lj-test", "--out", str(tmp_path / "p")])
     assert bad.exit_code == 2 and "not found" in bad.output
+
+
+SHARED_VASPRUN = SHARED_FORCES.parent / "phonons" / "phonopy_NaCl"
+
+
+@pytest.mark.skipif(not (SHARED_VASPRUN / "vasprun.xml-001").is_file(),
+                    reason="../shared/data/statics/phonons/phonopy_NaCl is not on this machine")
+def test_vasprun_frames_read_against_pymatgen(tmp_path):
+    """Two real VASP 4.6 vasprun.xml files (phonopy's NaCl displacements, names ending in
+    -001/-002, which ASE's extension guess misses): the reference energy, forces and stress
+    parity reads equal pymatgen's Vasprun values, stress converted from VASP's kBar
+    (compression positive) to eV/A^3 (tension positive); then a parity run uses them."""
+    import warnings
+
+    from pymatgen.io.vasp import Vasprun
+
+    from harness.statics.parity import read_frames
+
+    files = [str(SHARED_VASPRUN / f"vasprun.xml-00{i}") for i in (1, 2)]
+    frames = read_frames(ParitySpec(frames=files, potential="lj-test"))
+    assert len(frames) == 2
+    for frame, file in zip(frames, files):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no POTCAR beside the file
+            step = Vasprun(file, parse_dos=False, parse_eigen=False).ionic_steps[-1]
+        assert frame["energy"] == pytest.approx(step["e_fr_energy"], abs=1e-8)
+        np.testing.assert_allclose(frame["forces"], np.asarray(step["forces"]), atol=1e-8)
+        kbar = np.asarray(step["stress"])
+        expected = -0.1 * kbar.flat[[0, 4, 8, 5, 2, 1]] / GPA_PER_EV_PER_A3
+        np.testing.assert_allclose(frame["stress"], expected, atol=1e-9)
+        assert len(frame["atoms"]) == 64
+    s = run_parity(ParitySpec(frames=files, potential="lj-test", out=str(tmp_path / "out")))
+    assert s["n_frames"] == 2 and np.isfinite(s["force_mae_eV_per_A"])
