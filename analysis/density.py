@@ -85,7 +85,7 @@ def chgcar_text(atoms, density: np.ndarray) -> str:
 
     buffer = io.StringIO()
     order = np.argsort([a.symbol for a in atoms], kind="stable")
-    write(buffer, atoms[order], format="vasp", direct=True)
+    write(buffer, atoms[order], format="vasp", direct=True, parallel=False)
     values = (density * abs(atoms.get_volume())).ravel(order="F")
     lines = [buffer.getvalue().rstrip("\n"), "", " ".join(str(n) for n in density.shape)]
     return "\n".join(lines) + "\n" + _columns(values, 5, "%.11E")

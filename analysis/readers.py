@@ -608,7 +608,7 @@ class AseSource:
                 name = p.name.lower()
                 if "xdatcar" in name:
                     self.format = "vasp-xdatcar"
-                elif name.endswith("vasprun.xml") or name.endswith(".xml"):
+                elif name.endswith(".xml") or (name.startswith("vasprun") and ".xml" in name):
                     self.format = "vasp-xml"
 
     def _iter_atoms(self):
@@ -618,7 +618,8 @@ class AseSource:
         import ase.io
 
         try:
-            yield from ase.io.iread(str(self.path), index=self.index, format=self.format)
+            yield from ase.io.iread(str(self.path), index=self.index, format=self.format,
+                                    parallel=False)
         except (StopIteration, IndexError):
             return
         except Exception as exc:  # noqa: BLE001 - ASE raises many types for bad files

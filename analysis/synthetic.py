@@ -245,7 +245,7 @@ def write_lammps_data(path: str | Path, *, symbols: list[str], positions: np.nda
     atoms = Atoms(symbols=symbols, positions=positions, cell=cell, pbc=True)
     specorder = specorder or list(dict.fromkeys(symbols))
     write(str(path), atoms, format="lammps-data", atom_style="atomic", masses=True,
-          specorder=specorder)
+          specorder=specorder, parallel=False)
     return Path(path)
 
 

@@ -779,8 +779,9 @@ def write_orderings(result: OrderingResult, out: str | os.PathLike[str], *,
     rows = []
     for cand in result.candidates:
         stem = f"ordering-{cand.rank:03d}"
-        ase.io.write(out / f"{stem}.cif", cand.atoms, format="cif")
-        ase.io.write(out / f"{stem}.vasp", cand.atoms, format="vasp", direct=True, sort=True)
+        ase.io.write(out / f"{stem}.cif", cand.atoms, format="cif", parallel=False)
+        ase.io.write(out / f"{stem}.vasp", cand.atoms, format="vasp", direct=True, sort=True,
+                     parallel=False)
         rows.append({**cand.summary(), "cif": f"{stem}.cif", "poscar": f"{stem}.vasp"})
     manifest = {"kind": "ordering", "created": now_iso(), "command": command,
                 **result.info, "orderings": rows, "git_sha": git_sha(),

@@ -259,7 +259,7 @@ class SnapEwaldCalculator(Calculator):
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "snap.data"
             write(str(data), atoms, format="lammps-data", specorder=species, masses=True,
-                  units="metal", atom_style="atomic")
+                  units="metal", atom_style="atomic", parallel=False)
             lmp = lammps(cmdargs=["-screen", "none", "-log", "none"], comm=MPI.COMM_SELF)
             try:
                 lmp.commands_list([

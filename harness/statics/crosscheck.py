@@ -43,7 +43,7 @@ def lammps_frame_atoms(atoms: Any, *, workdir: Path) -> tuple[Any, list[str], Pa
 
     data_file = workdir / "single_point.data"
     type_elements = write_lammps_data(atoms, data_file)
-    frame = read(data_file, format="lammps-data", atom_style="atomic")
+    frame = read(data_file, format="lammps-data", atom_style="atomic", parallel=False)
     symbols = [type_elements[t - 1] for t in frame.get_array("type")]
     frame.set_chemical_symbols(symbols)
     frame.pbc = True

@@ -311,7 +311,7 @@ def run_elastic(spec: ElasticSpec, *, force: bool = False) -> dict[str, Any]:
     }
     outputs = write_table(pd.DataFrame(rows), out, "strains")
     outputs += write_table(pd.DataFrame(eos_rows), out, "eos")
-    write(out / "relaxed.extxyz", ref, format="extxyz")
+    write(out / "relaxed.extxyz", ref, format="extxyz", parallel=False)
     outputs.append("relaxed.extxyz")
     try:
         outputs += elastic_plots(rows, eos_rows, eos=eos, out=out,

@@ -446,7 +446,7 @@ def _reaction_coordinate(images: list[Any]) -> np.ndarray:
 def _write_structure(path: Path, atoms: Any) -> None:
     from ase.io import write
 
-    write(path, atoms, format="extxyz")
+    write(path, atoms, format="extxyz", parallel=False)
 
 
 def _write_band(hop_dir: Path, images: list[Any], energies: np.ndarray, path: np.ndarray) -> None:
@@ -460,7 +460,7 @@ def _write_band(hop_dir: Path, images: list[Any], energies: np.ndarray, path: np
         frame = atoms.copy()
         frame.calc = SinglePointCalculator(frame, energy=float(e))
         frames.append(frame)
-    write(hop_dir / "band.extxyz", frames, format="extxyz")
+    write(hop_dir / "band.extxyz", frames, format="extxyz", parallel=False)
     write_csv(hop_dir / "mep.csv", ["image", "reaction_coordinate_A", "energy_eV",
                                     "energy_rel_initial_eV"],
               np.column_stack([np.arange(len(images)), path, energies, energies - energies[0]]))

@@ -98,7 +98,7 @@ def read_frames(spec: ParitySpec) -> list[dict[str, Any]]:
         if not path.is_file():
             raise StaticsInputError(f"reference file not found: {path}")
         try:
-            images = read(path, index=spec.index, format=vasp_format(path))
+            images = read(path, index=spec.index, format=vasp_format(path), parallel=False)
         except Exception as exc:  # noqa: BLE001 - ASE raises many types for bad files
             raise StaticsInputError(f"cannot read {path} with ase.io.read ({type(exc).__name__}: "
                                     f"{exc}); give extxyz, vasprun.xml or OUTCAR") from exc

@@ -215,8 +215,9 @@ def run_relax(spec: RelaxSpec, *, force: bool = False) -> dict[str, Any]:
                **result.summary(), "lammps_calls": calls}
     outputs = write_table(pd.DataFrame(result.trajectory), out, "relax")
     if result.converged:
-        write(out / "relaxed.extxyz", result.atoms, format="extxyz")
-        write(out / "POSCAR.relaxed", result.atoms, format="vasp", direct=True, sort=False)
+        write(out / "relaxed.extxyz", result.atoms, format="extxyz", parallel=False)
+        write(out / "POSCAR.relaxed", result.atoms, format="vasp", direct=True, sort=False,
+              parallel=False)
         outputs += ["relaxed.extxyz", "POSCAR.relaxed"]
     try:
         outputs.append(relax_plot(result.trajectory, out=out, title=f"{spec.potential}: "
