@@ -91,3 +91,43 @@ def test_rerun_of_completed_run_does_nothing(structure, reference):
     again = harness_md(structure, reference)
     assert again.returncode == 0
     assert {p.name: p.stat().st_mtime_ns for p in reference.iterdir()} == before
+
+
+@pytest.mark.parametrize("potential", ["mace-tiny-test", "sevennet-0"])
+def test_plugin_pair_style_resumes_from_its_restart_file(tmp_path, potential):
+    """A restart file names the pair style; for our LAMMPS plugins (pair_style mace, e3gnn)
+    the plugin must be loaded before `read_restart`, else LAMMPS stops with "Unrecognized
+    pair style" (caught when a killed SevenNet-0 campaign task was resumed). Kill at step 25,
+    re-run, and the stitched run equals the uninterrupted one (1 thread: deterministic)."""
+    atoms = crystal(["S", "Li"], basis=[(0, 0, 0), (0.25, 0.25, 0.25)], spacegroup=225,
+                    cellpar=[5.71] * 3 + [90] * 3)
+    structure = tmp_path / "POSCAR"
+    write(structure, atoms, format="vasp")
+    args = ["--potential", potential, "--route", "native", "--temperature-K", "600",
+            "--timestep-fs", "1", "--steps", "40", "--equilibration-steps", "0",
+            "--dump-every", "5", "--thermo-every", "5", "--restart-every", "20", "--seed", "3",
+            "--quiet"]
+
+    def run(out, kill_at=None):
+        env = {k: v for k, v in os.environ.items() if k != "HARNESS_FAULT_KILL_AT_STEP"}
+        env["OMP_NUM_THREADS"] = "1"
+        if kill_at is not None:
+            env["HARNESS_FAULT_KILL_AT_STEP"] = str(kill_at)
+        return subprocess.run([sys.executable, "-m", "harness.cli", "md", str(structure), *args,
+                               "--out", str(out)], env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+
+    reference = run(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "run"
+    killed = run(out, kill_at=25)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = run(out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["segments"][-1]["from_step"] == 20
+    text = (out / "in.from_20.lammps").read_text()
+    assert text.index("plugin load") < text.index("read_restart")
+    assert text.count("plugin load") == 1
+    for name in ("thermo.csv", "traj.lammpstrj"):
+        assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
