@@ -24,6 +24,7 @@ import numpy as np
 from analysis import flags as F
 from analysis.collect import CollectSettings, collect
 from analysis.diffusion import (BayesianFit, KinisiSettings, choose_fit_window, fit_lags,
+                                msd_upper_bound_D,
                                 kinisi_fit, loglog_exponent, ols_slope, slope_to_D_cm2_per_s)
 from analysis.errors import AnalysisInputError, AnalysisWarning
 from analysis.msd import all_origin_statistics, collective_statistics
@@ -253,8 +254,8 @@ class TransportAnalyzer:
         # posterior median far above it (kinisi's sampler on a flat likelihood: a caged
         # MSD gave D = 2e16 cm^2/s on the Li6PS5Cl AIMD) is refused, not written
         end = int(lags[-1])
-        sigma_end = float(np.sqrt(max(float(stats.s_var[-1]), 0.0) / (n_ions * (n - 1) / end)))
-        D_upper = float((msd[end] + 2.0 * sigma_end) / (6.0 * end * dt) * 1e-4)
+        D_upper = msd_upper_bound_D(msd_A2=msd[end], s_var_A4=stats.s_var[-1],
+                                    n_obs=n_obs_fit[-1], time_ps=end * dt)
         D_rejected = None
         if not np.isfinite(fit.median) or fit.median > F.D_MAX_OVER_MSD_BOUND * D_upper:
             D_rejected = {"D_cm2_per_s": fit.median, "D_ci95_cm2_per_s": fit.ci95,

@@ -216,3 +216,11 @@ def model_variance(lag_times_ps: np.ndarray, msd_A2: np.ndarray, s_var_A4: np.nd
 
 def slope_to_D_cm2_per_s(slope_A2_per_ps: float, *, dimensions: int = 3) -> float:
     return float(slope_A2_per_ps) / (2.0 * dimensions) * CM2_PER_S_PER_A2_PER_PS
+
+
+def msd_upper_bound_D(*, msd_A2: float, s_var_A4: float, n_obs: float, time_ps: float) -> float:
+    """(MSD(t) + 2 sigma) / (6 t) in cm^2/s, sigma = sqrt(s_var / n_obs) the standard error
+    of the MSD at lag time t: an upper bound on D for any MSD = c + 6 D t with c >= 0
+    (vibration adds c > 0) that does not rely on a regression."""
+    sigma = float(np.sqrt(max(float(s_var_A4), 0.0) / n_obs))
+    return slope_to_D_cm2_per_s((float(msd_A2) + 2.0 * sigma) / float(time_ps))

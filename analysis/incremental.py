@@ -35,7 +35,7 @@ from typing import Iterator
 import numpy as np
 
 from analysis.diffusion import (KinisiSettings, choose_fit_window, fit_lags, kinisi_fit,
-                                loglog_exponent)
+                                loglog_exponent, msd_upper_bound_D)
 from analysis.errors import AnalysisInputError
 from analysis.msd import all_origin_statistics
 from analysis.readers import ALKALI, FrameBlock, LammpsDumpSource, _MARK
@@ -234,8 +234,8 @@ def estimate_D(displacements: np.ndarray, *, frame_interval_ps: float, seed: int
     time_ps = np.arange(n) * frame_interval_ps
     idx = np.arange(window.start_index, window.end_index + 1)
     end = int(lags[-1])
-    sigma = float(np.sqrt(max(stats.s_var[-1], 0.0) / (n_ions * (n - 1) / end)))
-    upper = (msd[end] + 2.0 * sigma) / (6.0 * time_ps[end]) * 1e-4  # A^2/ps -> cm^2/s
+    upper = msd_upper_bound_D(msd_A2=msd[end], s_var_A4=stats.s_var[-1],
+                              n_obs=n_ions * (n - 1) / end, time_ps=time_ps[end])
     return DEstimate(D_cm2_per_s=D, ci95_cm2_per_s=ci,
                      msd_end_of_fit_A2=float(msd[window.end_index]),
                      msd_max_A2=float(msd.max()),

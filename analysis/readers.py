@@ -584,6 +584,20 @@ def _parse_table(body: bytes, n_columns: int, path: Path) -> np.ndarray:
 # ASE and MDAnalysis sources
 # ---------------------------------------------------------------------------------------
 
+def vasp_format(path: str | Path) -> str | None:
+    """ASE format of VASP outputs by their conventional names, which ASE's guess from the
+    extension misses (``XDATCAR_2``, ``vasprun.xml-001``, ``OUTCAR.relax``); None: let ASE
+    guess."""
+    name = Path(path).name.lower()
+    if "xdatcar" in name:
+        return "vasp-xdatcar"
+    if name.endswith(".xml") or (name.startswith("vasprun") and ".xml" in name):
+        return "vasp-xml"
+    if name.startswith("outcar"):
+        return "vasp-out"
+    return None
+
+
 class AseSource:
     """Frames from ``ase.io.iread`` (extxyz, vasp-xdatcar, vasp-xml, ASE .traj, ...).
 
@@ -605,11 +619,7 @@ class AseSource:
             if p.stat().st_size == 0:
                 raise AnalysisInputError(f"trajectory file {p} is empty")
             if self.format is None:
-                name = p.name.lower()
-                if "xdatcar" in name:
-                    self.format = "vasp-xdatcar"
-                elif name.endswith(".xml") or (name.startswith("vasprun") and ".xml" in name):
-                    self.format = "vasp-xml"
+                self.format = vasp_format(p)
 
     def _iter_atoms(self):
         if not isinstance(self.path, (str, Path)):

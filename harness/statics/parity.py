@@ -77,20 +77,11 @@ def _reference(atoms: Any) -> dict[str, Any]:
             "stress": stress}
 
 
-def vasp_format(path: Path) -> str | None:
-    """ASE format of VASP outputs named by convention (``vasprun.xml-001``, ``OUTCAR.gz``,
-    ``OUTCAR_relax``), which ASE's guess from the extension misses; None: let ASE guess."""
-    name = path.name
-    if name.startswith("vasprun") and ".xml" in name:
-        return "vasp-xml"
-    if name.startswith("OUTCAR"):
-        return "vasp-out"
-    return None
-
-
 def read_frames(spec: ParitySpec) -> list[dict[str, Any]]:
     """Frames as dicts: atoms (no calculator), reference values, file and index."""
     from ase.io import read
+
+    from analysis.readers import vasp_format
 
     frames: list[dict[str, Any]] = []
     for file in spec.frames:
